@@ -1,0 +1,238 @@
+"""Every exception the library raises, in one place.
+
+The hierarchy::
+
+    RealESRGANError
+    ├── APIError                      the gateway could not be used as asked
+    │   ├── APIStatusError            the gateway answered with an error status
+    │   │   ├── BadRequestError           400 (`is_model_not_found` for the disabled-model body)
+    │   │   ├── AuthenticationError       401
+    │   │   ├── InsufficientBalanceError  402
+    │   │   ├── PermissionDeniedError     403
+    │   │   ├── NotFoundError             404
+    │   │   ├── RateLimitError            429 (`retry_after`)
+    │   │   └── ServerError               5xx
+    │   ├── APIConnectionError        no answer: the transport failed
+    │   │   └── APITimeoutError           ... because it timed out
+    │   ├── AmbiguousSubmitError      a paid submit failed after it was sent: a job may exist
+    │   └── ResponseValidationError   the gateway answered, but not in the documented shape
+    ├── JobError                      a job reached a terminal state other than COMPLETED
+    │   ├── JobFailedError                FAILED (charged)
+    │   └── JobSystemError                ERROR (not charged)
+    ├── JobTimeoutError               gave up waiting; the job still runs at the provider
+    ├── JobsUnfinishedError           a fan-out stopped early; carries the ids still running
+    └── DownloadError                 fetching or checking an output failed
+
+Misuse is reported with the built-in types, as attrs does: bad input raises
+`InvalidRequestError` (a `ValueError`) or `TypeError`; using a closed client
+raises `RuntimeError`.
+
+No message, repr or attribute of these exceptions ever contains the API key:
+they are built from the gateway's answer and the request's public parts only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._models import Status
+
+
+class RealESRGANError(Exception):
+    """Base class of every error raised by this library (misuse errors aside)."""
+
+
+class InvalidRequestError(ValueError, TypeError):
+    """An input was rejected before anything was sent (and so before anything was paid).
+
+    It is both a `ValueError` and a `TypeError`, so either built-in catches it,
+    whether the input had the wrong value or the wrong type.
+    """
+
+
+class APIError(RealESRGANError):
+    """The gateway could not be used as asked."""
+
+
+class APIStatusError(APIError):
+    """The gateway answered with an error status code.
+
+    Attributes:
+        status_code: The HTTP status code.
+        error: The ``error`` field of the body, if any (e.g. ``"Insufficient Balance"``).
+        message: The ``message`` field of the body, if any.
+        request_id: The job this answer is about, when the request named one.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        *,
+        error: str | None = None,
+        message: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.error = error
+        self.message = message
+        self.request_id = request_id
+        detail = ": ".join(part for part in (error, message) if part) or "no error detail"
+        about = f" (request_id={request_id})" if request_id else ""
+        super().__init__(f"gateway answered {status_code}: {detail}{about}")
+
+
+class BadRequestError(APIStatusError):
+    """400: the gateway rejected the request body, or the model is disabled."""
+
+    @property
+    def is_model_not_found(self) -> bool:
+        """True for the queue system's ``Model not found`` answer (the model is disabled)."""
+        return self.error == "Model not found"
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class InsufficientBalanceError(APIStatusError):
+    """402: the wallet cannot pay for another job."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or endpoint."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the gateway knows no such request (or path)."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests.
+
+    Attributes:
+        retry_after: Seconds the gateway asked to wait, when it said so.
+    """
+
+    def __init__(
+        self,
+        status_code: int = 429,
+        *,
+        error: str | None = None,
+        message: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(status_code, error=error, message=message, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx: the gateway failed."""
+
+
+class APIConnectionError(APIError):
+    """The request got no answer: the connection failed or broke."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The request got no answer in time."""
+
+
+class AmbiguousSubmitError(APIError):
+    """A paid submit failed after the request was sent: a job may or may not exist.
+
+    It is deliberately not retried, since a retry could pay twice. Check the
+    provider's dashboard, or resubmit knowingly.
+
+    Attributes:
+        image: The input URL of the submit.
+        status_code: The status of the answer, when there was one (a 5xx).
+    """
+
+    def __init__(self, image: str, *, status_code: int | None = None, reason: str) -> None:
+        self.image = image
+        self.status_code = status_code
+        super().__init__(
+            f"submit of {image!r} failed after it was sent ({reason}); a job may exist and "
+            "be charged, so it was not resubmitted"
+        )
+
+
+class ResponseValidationError(APIError):
+    """The gateway answered 2xx, but the body is not in the documented shape."""
+
+
+class JobError(RealESRGANError):
+    """A job ended in a terminal state other than COMPLETED.
+
+    Attributes:
+        request_id: The job.
+        status: Its terminal status.
+        error: The gateway's error message for it.
+        charged: Whether the provider charges for it (FAILED yes, ERROR no).
+    """
+
+    charged: bool = True
+
+    def __init__(self, request_id: str, status: Status, error: str | None) -> None:
+        self.request_id = request_id
+        self.status = status
+        self.error = error
+        super().__init__(f"job {request_id} ended {status.value}: {error or 'no error message'}")
+
+
+class JobFailedError(JobError):
+    """The job ended FAILED (for example an undecodable or oversized input). It is charged."""
+
+
+class JobSystemError(JobError):
+    """The job ended ERROR: a system error at the provider. It is not charged; a retry may work."""
+
+    charged = False
+
+
+class JobTimeoutError(RealESRGANError, TimeoutError):
+    """Waiting for a job took longer than asked. The job still runs at the provider.
+
+    Attributes:
+        request_id: The job, to wait on again later.
+    """
+
+    def __init__(self, request_id: str, timeout: float) -> None:
+        self.request_id = request_id
+        self.timeout = timeout
+        super().__init__(
+            f"job {request_id} did not finish within {timeout:g} s; it is still running at "
+            "the provider and can be waited on again"
+        )
+
+
+class JobsUnfinishedError(RealESRGANError):
+    """A fan-out stopped before all its jobs finished; nothing paid is lost.
+
+    Attributes:
+        request_ids: Jobs that were submitted (and paid) but not yet seen finished.
+    """
+
+    def __init__(self, request_ids: Sequence[str], reason: str) -> None:
+        self.request_ids = tuple(request_ids)
+        super().__init__(
+            f"{reason}; {len(self.request_ids)} submitted job(s) unfinished, "
+            "their request_ids are in .request_ids"
+        )
+
+
+class DownloadError(RealESRGANError):
+    """Downloading or checking an output image failed.
+
+    Attributes:
+        request_id: The job whose output it is, when known.
+        url: The media URL.
+    """
+
+    def __init__(self, message: str, *, url: str, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        self.url = url
+        super().__init__(message)

@@ -1,0 +1,228 @@
+"""Immutable value objects: what is asked, what the gateway answered, what a fan-out yields.
+
+Validation lives here, in attrs validators, so that a bad input is refused
+when the object is built: before anything is sent and before anything is paid.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from ._exceptions import InvalidRequestError, ResponseValidationError
+from ._timestamps import parse_timestamp
+from ._urls import check_image_url
+
+ALLOWED_SCALES = (1, 2, 3, 4)
+
+
+class Status(enum.StrEnum):
+    """Where a job is: ``QUEUED → PROCESSING → COMPLETED | FAILED | ERROR``."""
+
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ERROR = "ERROR"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job can change no more."""
+        return self in (Status.COMPLETED, Status.FAILED, Status.ERROR)
+
+
+def _check_image(_: object, attribute: attrs.Attribute[str], value: object) -> None:
+    check_image_url(value, field=attribute.name)
+
+
+def check_scale(value: object) -> None:
+    """Raise `InvalidRequestError` unless `value` is an int in {1, 2, 3, 4} (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(
+            f"scale must be an int, one of {ALLOWED_SCALES}; got {type(value).__name__} {value!r}"
+        )
+    if value not in ALLOWED_SCALES:
+        raise InvalidRequestError(f"scale must be one of {ALLOWED_SCALES}; got {value!r}")
+
+
+def check_face_enhance(value: object) -> None:
+    """Raise `InvalidRequestError` unless `value` is a bool."""
+    if not isinstance(value, bool):
+        raise InvalidRequestError(
+            f"face_enhance must be a bool (True or False); got {type(value).__name__} {value!r}"
+        )
+
+
+@attrs.frozen
+class UpscaleRequest:
+    """One image to upscale, checked before any money is spent.
+
+    Args:
+        image: Absolute http(s) URL of the input, with a host and no credentials.
+        scale: Upscaling factor, an `int` in {1, 2, 3, 4}.
+        face_enhance: Apply GFPGAN face enhancement (for real faces, not anime).
+
+    Raises:
+        InvalidRequestError: Any field is of the wrong type or value; the
+            message says what was given and what is allowed.
+    """
+
+    image: str = attrs.field(validator=_check_image)
+    scale: int = attrs.field(default=4, validator=lambda _, __, value: check_scale(value))
+    face_enhance: bool = attrs.field(
+        default=False, validator=lambda _, __, value: check_face_enhance(value)
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The submit body, as the gateway documents it."""
+        return {"image": self.image, "scale": self.scale, "face_enhance": self.face_enhance}
+
+
+@attrs.frozen
+class Job:
+    """A submitted job: paid for, identified by its `request_id`."""
+
+    request_id: str
+    status: Status
+    polling_url: str | None = None
+
+    @classmethod
+    def from_json(cls, data: object) -> Job:
+        """Build from a submit answer.
+
+        Raises:
+            ResponseValidationError: A required field is missing or malformed.
+        """
+        body = _as_mapping(data, "submit response")
+        return cls(
+            request_id=_required_str(body, "request_id"),
+            status=_status(body),
+            polling_url=_optional_str(body, "polling_url"),
+        )
+
+
+@attrs.frozen
+class JobState:
+    """What the gateway says of a job at one moment (a status answer or a webhook body)."""
+
+    request_id: str
+    status: Status
+    model_id: str | None = None
+    error: str | None = None
+    media_urls: tuple[str, ...] = ()
+    media_type: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def media_url(self) -> str | None:
+        """The first output URL, if any (the gateway returns one image per job)."""
+        return self.media_urls[0] if self.media_urls else None
+
+    @classmethod
+    def from_json(cls, data: object) -> JobState:
+        """Build from a status answer or a webhook body; unknown extra fields are ignored.
+
+        Raises:
+            ResponseValidationError: A required field is missing, a field has the
+                wrong type, or the status is unknown; the message names the field.
+        """
+        body = _as_mapping(data, "status response")
+        output = body.get("output")
+        media_urls: tuple[str, ...] = ()
+        media_type = None
+        if output is not None:
+            out = _as_mapping(output, "field 'output'")
+            urls = out.get("media_url", [])
+            if isinstance(urls, str):  # tolerate a single URL where a list is documented
+                urls = [urls]
+            if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+                raise ResponseValidationError(
+                    f"field 'output.media_url' must be a list of URLs, got {urls!r}"
+                )
+            media_urls = tuple(urls)
+            media_type = _optional_str(out, "media_type", prefix="output.")
+        return cls(
+            request_id=_required_str(body, "request_id"),
+            status=_status(body),
+            model_id=_optional_str(body, "model_id"),
+            error=_optional_str(body, "error"),
+            media_urls=media_urls,
+            media_type=media_type,
+            created_at=_optional_time(body, "created_at"),
+            updated_at=_optional_time(body, "updated_at"),
+            completed_at=_optional_time(body, "completed_at"),
+        )
+
+
+@attrs.frozen
+class Outcome:
+    """What `upscale_many` yields: one per input, whether it worked or not.
+
+    Attributes:
+        index: Position of the input in the caller's iterable.
+        request: The validated request, or None when the input was rejected.
+        result: The COMPLETED state, or None.
+        error: Why there is no result, or None.
+        request_id: The job's id once it was submitted (it was paid for), else None.
+    """
+
+    index: int
+    request: UpscaleRequest | None
+    result: JobState | None = None
+    error: BaseException | None = None
+    request_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job COMPLETED and `result` holds its state."""
+        return self.result is not None and self.error is None
+
+
+def _as_mapping(data: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ResponseValidationError(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _required_str(body: Mapping[str, Any], field: str) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value:
+        shown = "missing" if field not in body else f"{value!r}"
+        raise ResponseValidationError(f"field {field!r} must be a non-empty string, got {shown}")
+    return value
+
+
+def _optional_str(body: Mapping[str, Any], field: str, *, prefix: str = "") -> str | None:
+    value = body.get(field)
+    if value is None or isinstance(value, str):
+        return value
+    raise ResponseValidationError(
+        f"field {prefix + field!r} must be a string or null, got {value!r}"
+    )
+
+
+def _status(body: Mapping[str, Any]) -> Status:
+    raw = _required_str(body, "status")
+    try:
+        return Status(raw)
+    except ValueError:
+        allowed = ", ".join(status.value for status in Status)
+        raise ResponseValidationError(
+            f"field 'status' is {raw!r}, which is not a known status ({allowed})"
+        ) from None
+
+
+def _optional_time(body: Mapping[str, Any], field: str) -> datetime | None:
+    value = _optional_str(body, field)
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise ResponseValidationError(f"field {field!r}: {exc}") from None

@@ -1,0 +1,82 @@
+"""Checks on the URLs the client sends or follows.
+
+Pure functions: no I/O, no DNS. A hostname is judged by its spelling only
+(an IP literal, ``localhost``), which catches the mistakes the provider would
+bill for without ever being able to fetch the image.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import httpx
+
+from ._exceptions import InvalidRequestError
+
+MAX_URL_LENGTH = 2048
+
+
+def check_image_url(value: object, *, field: str = "image") -> str:
+    """Return `value` if it is an absolute http(s) URL the provider could fetch.
+
+    Raises:
+        InvalidRequestError: `value` is not a string, or the URL is malformed,
+            relative, not http(s), too long, or carries credentials.
+    """
+    if not isinstance(value, str):
+        raise InvalidRequestError(
+            f"{field} must be a str URL, got {type(value).__name__} {value!r}"
+        )
+    if not value or any(char.isspace() or not char.isprintable() for char in value):
+        raise InvalidRequestError(
+            f"{field} must be an absolute http(s) URL with no spaces or control characters "
+            f"(percent-encode them), got {value[:80]!r}"
+        )
+    if len(value) > MAX_URL_LENGTH:
+        raise InvalidRequestError(
+            f"{field} is {len(value)} characters long; at most {MAX_URL_LENGTH} are allowed"
+        )
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as exc:
+        raise InvalidRequestError(f"{field} {value!r} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https"):
+        shown = f"{url.scheme}:" if url.scheme else "no scheme"
+        raise InvalidRequestError(
+            f"{field} must be an absolute http:// or https:// URL, got {shown} in {value[:80]!r}"
+        )
+    if not url.host or "%" in url.host:
+        raise InvalidRequestError(f"{field} must name a valid host, got {value[:80]!r}")
+    if url.userinfo:
+        raise InvalidRequestError(
+            f"{field} must not embed credentials (user:password@); got a URL for host {url.host!r}"
+        )
+    return value
+
+
+def is_private_host(url: str) -> bool:
+    """Whether `url` names a host the provider cannot reach: loopback, private, link-local."""
+    host = httpx.URL(url).host
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (
+        address.is_private or address.is_loopback or address.is_link_local or address.is_unspecified
+    )
+
+
+def same_origin(url: str, base: httpx.URL) -> bool:
+    """Whether `url` has the scheme, host and port of `base` (so the key may travel to it)."""
+    try:
+        other = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return (other.scheme, other.host, other.port) == (base.scheme, base.host, base.port)
+
+
+def is_https(url: str) -> bool:
+    """Whether `url` is an https:// URL."""
+    return httpx.URL(url).scheme == "https"
