@@ -1,5 +1,82 @@
-"""An async client for the hosted Real-ESRGAN image-upscaling gateway."""
+"""An async client for the hosted Real-ESRGAN image-upscaling gateway, on asyncio or trio.
 
+Fan out thousands of upscales with bounded concurrency and coalesced polling,
+with no lost and no doubly-paid jobs::
+
+    async with AsyncRealESRGAN() as client:
+        async for outcome in client.upscale_many(urls, scale=2):
+            ...
+"""
+
+from ._client import AsyncRealESRGAN
+from ._exceptions import (
+    AmbiguousSubmitError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    DownloadError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    JobError,
+    JobFailedError,
+    JobsUnfinishedError,
+    JobSystemError,
+    JobTimeoutError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RealESRGANError,
+    ResponseValidationError,
+    ServerError,
+)
+from ._fanout import UpscaleRun
+from ._models import Job, JobState, Outcome, Status, UpscaleRequest
+from ._retry import RetryPolicy
+from ._scheduler import PollPolicy
+from ._stats import Stats
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousSubmitError",
+    "AsyncRealESRGAN",
+    "AuthenticationError",
+    "BadRequestError",
+    "DownloadError",
+    "InsufficientBalanceError",
+    "InvalidRequestError",
+    "Job",
+    "JobError",
+    "JobFailedError",
+    "JobState",
+    "JobSystemError",
+    "JobTimeoutError",
+    "JobsUnfinishedError",
+    "NotFoundError",
+    "Outcome",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "RateLimitError",
+    "RealESRGANError",
+    "ResponseValidationError",
+    "RetryPolicy",
+    "ServerError",
+    "Stats",
+    "Status",
+    "UpscaleRequest",
+    "UpscaleRun",
+    "__version__",
+]
+
+# Objects report the public module, as httpx does (nicer reprs and docs).
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("real_esrgan_async._"):
+        _obj.__module__ = "real_esrgan_async"
+del _name, _obj

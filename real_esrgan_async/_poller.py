@@ -1,0 +1,151 @@
+"""The I/O loop that drives the pure `PollScheduler`.
+
+One poller per client, one task: it reads the clock, asks the scheduler what is
+due, starts those status GETs in the client's task group, feeds the answers
+back and resolves waiters through their callbacks. It sleeps until the
+scheduler's next wake-up (never less than `MIN_SLEEP`, so it cannot spin) or
+until a new waiter needs an earlier check.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+from ._exceptions import (
+    APIConnectionError,
+    APIError,
+    JobFailedError,
+    JobSystemError,
+    JobTimeoutError,
+    RateLimitError,
+    ServerError,
+)
+from ._gateway import Gateway
+from ._models import JobState, Status
+from ._scheduler import PollPolicy, PollScheduler
+
+#: The shortest sleep of the loop: sleeping to exact sub-millisecond due times
+#: spins the CPU (measured: 61% of a core idle under uvloop, 3% with a 1 ms floor).
+MIN_SLEEP = 0.005
+
+#: A waiter's callback receives the COMPLETED/FAILED/ERROR state, or the error
+#: that ended the wait (a timeout, a key rejected, an unknown id).
+Resolution = JobState | BaseException
+Callback = Callable[[Resolution], None]
+
+
+def unwrap(resolution: Resolution) -> JobState:
+    """Return a COMPLETED state; raise the matching error for anything else."""
+    if isinstance(resolution, BaseException):
+        raise resolution
+    if resolution.status is Status.COMPLETED:
+        return resolution
+    error_cls = JobFailedError if resolution.status is Status.FAILED else JobSystemError
+    raise error_cls(resolution.request_id, resolution.status, resolution.error)
+
+
+class Poller:
+    """Coalesced status checks for every job a client waits on."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        policy: PollPolicy,
+        *,
+        on_terminal: Callable[[JobState], None],
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.scheduler = PollScheduler(policy, rng=rng)
+        self._gateway = gateway
+        self._on_terminal = on_terminal
+        self._waiters: dict[int, tuple[Callback, float | None]] = {}
+        self._wakeup = anyio.Event()
+        self._sleeping_until = math.inf
+
+    def watch(
+        self,
+        request_id: str,
+        callback: Callback,
+        *,
+        timeout: float | None = None,
+        submitted_at: float | None = None,
+    ) -> int:
+        """Call `callback` once, when `request_id` finishes or the wait ends; return a token."""
+        now = anyio.current_time()
+        deadline = None if timeout is None else now + timeout
+        token = self.scheduler.add_waiter(
+            request_id, now=now, deadline=deadline, submitted_at=submitted_at
+        )
+        self._waiters[token] = (callback, timeout)
+        self._wake_if_sooner(now)
+        return token
+
+    def unwatch(self, token: int) -> None:
+        """Forget a waiter that left (its callback will not be called)."""
+        if self._waiters.pop(token, None) is not None:
+            self.scheduler.remove_waiter(token)
+
+    def observe(self, state: JobState) -> None:
+        """Feed a state learned elsewhere: a webhook, or a status call made by the user."""
+        self._feed(state, anyio.current_time())
+
+    async def run(self, task_group: anyio.abc.TaskGroup) -> None:
+        """The loop; runs until cancelled (when the client closes)."""
+        scheduler = self.scheduler
+        while True:
+            now = anyio.current_time()
+            for token, request_id in scheduler.expired(now):
+                timeout = self._waiters[token][1]
+                assert timeout is not None
+                self._resolve(token, JobTimeoutError(request_id, timeout))
+            for request_id in scheduler.due(now):
+                task_group.start_soon(self._check, request_id)
+            wake_at = scheduler.next_wakeup(now)
+            self._sleeping_until = math.inf if wake_at is None else max(wake_at, now + MIN_SLEEP)
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(self._sleeping_until - now):
+                await self._wakeup.wait()
+            # A wake-up by `watch` can come sooner than the floor; keep the floor.
+            await anyio.sleep(max(0.0, now + MIN_SLEEP - anyio.current_time()))
+
+    async def _check(self, request_id: str) -> None:
+        scheduler = self.scheduler
+        try:
+            state = await self._gateway.status(request_id, retry=False)
+        except RateLimitError:
+            scheduler.pause_until(self._gateway.cooldown.until)
+            scheduler.on_check_failed(request_id, now=anyio.current_time())
+        except (APIConnectionError, ServerError):
+            # Transient: the scheduler looks again after its backoff gap.
+            scheduler.on_check_failed(request_id, now=anyio.current_time())
+        except APIError as exc:
+            # 401/403/404 or a malformed answer: repeating will not help. The error
+            # names the request_id, so the paid job still reaches the caller.
+            for token in scheduler.forget(request_id):
+                self._resolve(token, exc)
+        else:
+            self._feed(state, anyio.current_time())
+        self._wake_if_sooner(anyio.current_time())
+
+    def _feed(self, state: JobState, now: float) -> None:
+        terminal = state.status.is_terminal
+        tokens = self.scheduler.on_state(state.request_id, terminal=terminal, now=now)
+        if terminal:
+            self._on_terminal(state)
+        for token in tokens:
+            self._resolve(token, state)
+
+    def _resolve(self, token: int, resolution: Resolution) -> None:
+        waiter = self._waiters.pop(token, None)
+        if waiter is not None:
+            waiter[0](resolution)
+
+    def _wake_if_sooner(self, now: float) -> None:
+        wake_at = self.scheduler.next_wakeup(now)
+        if wake_at is not None and wake_at < self._sleeping_until:
+            self._wakeup.set()

@@ -1,0 +1,72 @@
+"""Type-checked by mypy in CI, never executed: the public API as a user writes it.
+
+If a signature changes in a way that breaks callers, `mypy --strict` fails here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from real_esrgan_async import (
+    AsyncRealESRGAN,
+    InsufficientBalanceError,
+    Job,
+    JobError,
+    JobState,
+    Outcome,
+    PollPolicy,
+    RetryPolicy,
+    Stats,
+    Status,
+    UpscaleRequest,
+    UpscaleRun,
+)
+
+
+async def crawl(urls: AsyncIterator[str], out: Path) -> Stats:
+    async with AsyncRealESRGAN(
+        "key",
+        base_url="https://gateway.pixazo.ai",
+        timeout=httpx.Timeout(30.0),
+        retry=RetryPolicy(max_attempts=3),
+        poll=PollPolicy(max_interval=15.0),
+        max_connections=16,
+    ) as client:
+        run: UpscaleRun = client.upscale_many(urls, scale=2, max_in_flight=100, job_timeout=600)
+        try:
+            async with run:
+                async for outcome in run:
+                    handle(outcome)
+                    if outcome.ok and outcome.result is not None:
+                        written: bytes | Path = await client.download(outcome.result, out)
+                        del written
+        except InsufficientBalanceError as exc:
+            print(exc.status_code, exc.message, run.unfinished_request_ids)
+        return client.stats()
+
+
+def handle(outcome: Outcome) -> None:
+    index: int = outcome.index
+    request: UpscaleRequest | None = outcome.request
+    error: BaseException | None = outcome.error
+    request_id: str | None = outcome.request_id
+    del index, request, error, request_id
+
+
+async def one(client: AsyncRealESRGAN) -> None:
+    job: Job = await client.submit("https://example.com/cat.jpg", scale=4, face_enhance=True)
+    job = await client.submit(UpscaleRequest("https://example.com/cat.jpg", scale=3))
+    state: JobState = await client.status(job)
+    state = await client.status(job.request_id)
+    terminal: bool = state.status.is_terminal and state.status is not Status.QUEUED
+    try:
+        state = await client.wait(job, timeout=60)
+    except JobError as exc:
+        print(exc.request_id, exc.status, exc.error, exc.charged, terminal)
+    state = await client.upscale("https://example.com/cat.jpg", scale=2, timeout=120.0)
+    data = await client.download(state)
+    ids: tuple[str, ...] = client.unfinished_request_ids
+    print(data, ids, client.stats().cost_usd)
