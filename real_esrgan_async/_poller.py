@@ -134,7 +134,9 @@ class Poller:
 
     def _feed(self, state: JobState, now: float) -> None:
         terminal = state.status.is_terminal
-        tokens = self.scheduler.on_state(state.request_id, terminal=terminal, now=now)
+        tokens = self.scheduler.on_state(
+            state.request_id, terminal=terminal, now=now, duration=_run_time(state)
+        )
         if terminal:
             self._on_terminal(state)
         for token in tokens:
@@ -149,3 +151,12 @@ class Poller:
         wake_at = self.scheduler.next_wakeup(now)
         if wake_at is not None and wake_at < self._sleeping_until:
             self._wakeup.set()
+
+
+def _run_time(state: JobState) -> float | None:
+    """The job's run time by the gateway's own clock, when its timestamps tell it."""
+    end = state.completed_at or state.updated_at
+    if not state.status.is_terminal or state.created_at is None or end is None:
+        return None
+    seconds = (end - state.created_at).total_seconds()
+    return seconds if seconds >= 0 else None

@@ -236,15 +236,24 @@ class PollScheduler:
         self._checks_scheduled += len(ready)
         return ready
 
-    def on_state(self, request_id: str, *, terminal: bool, now: float) -> list[int]:
-        """Feed a status (from a check, a webhook, anywhere); returns tokens resolved by it."""
+    def on_state(
+        self, request_id: str, *, terminal: bool, now: float, duration: float | None = None
+    ) -> list[int]:
+        """Feed a status (from a check, a webhook, anywhere); returns tokens resolved by it.
+
+        ``duration`` is the job's true run time when known (the gateway's own
+        timestamps tell it); it is learned instead of the midpoint estimate,
+        which undervalues every job found finished at its first check.
+        """
         entry = self._entries.get(request_id)
         if entry is None:
             return []
         if terminal:
             del self._entries[request_id]
-            # It finished somewhere between the last sign of life and now: take the midpoint.
-            self._learn((entry.alive + max(now, entry.alive)) / 2 - entry.submitted)
+            if duration is None:
+                # It finished somewhere between the last sign of life and now: the midpoint.
+                duration = (entry.alive + max(now, entry.alive)) / 2 - entry.submitted
+            self._learn(duration)
             for token in entry.tokens:
                 del self._waiters[token]
             return list(entry.tokens)
@@ -323,13 +332,14 @@ class PollScheduler:
         while entry.stage < 2:
             target = entry.submitted + self._quantiles[entry.stage]
             entry.stage += 1
-            if entry.last is None or target >= entry.last + policy.min_interval:
+            last = entry.last
+            if last is None or (target > last and target >= last + policy.min_interval):
                 # The backoff gap starts at q2 - q1 (a zero spread must not mean hot polling).
                 spread = max(second - first, policy.min_interval) or policy.initial_delay
                 if entry.stage == 2:
                     spread = min(spread * policy.backoff, policy.max_interval)
                 entry.gap = spread
-                ref = entry.submitted if entry.last is None else entry.last
+                ref = entry.submitted if last is None else last
                 self._push_delay(request_id, entry, ref, target - ref)
                 return True
         return False
