@@ -1,0 +1,61 @@
+"""Downloading a job's input the way the hosted model does: a plain GET that must answer 2xx.
+
+The messages follow the ``requests`` library's wording (``404 Client Error: Not Found for url:
+...``), which is what a Python model server surfaces when its download fails.
+"""
+
+from __future__ import annotations
+
+import http
+
+import httpx
+
+from ._images import InputError
+
+__all__ = ["fetch_input"]
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+async def fetch_input(client: httpx.AsyncClient, url: str, *, max_bytes: int) -> bytes:
+    """Download ``url``.
+
+    Args:
+        client: The emulator's HTTP client.
+        url: The job's ``image``.
+        max_bytes: Larger bodies fail the download.
+
+    Returns:
+        The body.
+
+    Raises:
+        InputError: If the URL is unreachable, answers non-2xx, or is too large.
+    """
+    try:
+        async with client.stream("GET", url) as response:
+            if not response.is_success:
+                kind = "Client" if response.status_code < 500 else "Server"
+                raise InputError(
+                    f"Failed to download input image: {response.status_code} {kind} Error: "
+                    f"{_reason(response.status_code)} for url: {url}"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InputError(
+                        f"Failed to download input image: larger than {max_bytes} bytes: {url}"
+                    )
+                chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise InputError(
+            f"Failed to download input image: {type(exc).__name__}: {str(exc) or 'no details'} "
+            f"for url: {url}"
+        ) from None
+    return b"".join(chunks)
