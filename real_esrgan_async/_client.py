@@ -174,12 +174,16 @@ class AsyncRealESRGAN:
         was_open = self._state is _State.OPEN
         self._state = _State.CLOSED
         task_group, self._task_group = self._task_group, None
-        if was_open and task_group is not None:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(None, None, None)
-        if self._own_http and self._http is not None:
-            with anyio.CancelScope(shield=True):
-                await self._http.aclose()
+        try:
+            if was_open and task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(None, None, None)
+        finally:
+            # Even when the closing task is itself cancelled (Ctrl-C on asyncio cancels
+            # it natively), the connections must not leak.
+            if self._own_http and self._http is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._http.aclose()
 
     def _open(self) -> tuple[Gateway, Poller, anyio.abc.TaskGroup]:
         if self._state is _State.OPEN:

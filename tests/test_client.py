@@ -611,3 +611,27 @@ async def test_download_refuses_junk_and_leaves_no_partial_file(
 async def test_download_of_an_unfinished_job_is_refused(client: AsyncRealESRGAN) -> None:
     with pytest.raises(DownloadError, match="has no output to download"):
         await client.download(JobState(RID, Status.PROCESSING))
+
+
+def test_a_natively_cancelled_close_still_closes_the_connections() -> None:
+    """asyncio's Ctrl-C cancels the task itself: aclose must not leak the sockets then."""
+    import asyncio
+    import contextlib
+
+    clients: list[AsyncRealESRGAN] = []
+
+    async def body() -> None:
+        async with AsyncRealESRGAN(KEY, base_url=BASE) as client:
+            clients.append(client)
+            await asyncio.sleep(3600)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(body())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert clients[0]._http is not None
+    assert clients[0]._http.is_closed
