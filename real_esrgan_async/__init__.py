@@ -25,6 +25,9 @@ from ._exceptions import (
     JobsUnfinishedError,
     JobSystemError,
     JobTimeoutError,
+    JournalError,
+    JournalLockedError,
+    JournalMismatchError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -33,11 +36,14 @@ from ._exceptions import (
     ServerError,
 )
 from ._fanout import UpscaleRun
+from ._journal import Journal, JournalEntry, JournalState
+from ._journal_sqlite import SQLiteJournal
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
 from ._version import __version__
+from ._webhooks import WebhookReceiver, parse_webhook
 
 __all__ = [
     "APIConnectionError",
@@ -58,6 +64,12 @@ __all__ = [
     "JobSystemError",
     "JobTimeoutError",
     "JobsUnfinishedError",
+    "Journal",
+    "JournalEntry",
+    "JournalError",
+    "JournalLockedError",
+    "JournalMismatchError",
+    "JournalState",
     "NotFoundError",
     "Outcome",
     "PermissionDeniedError",
@@ -66,12 +78,15 @@ __all__ = [
     "RealESRGANError",
     "ResponseValidationError",
     "RetryPolicy",
+    "SQLiteJournal",
     "ServerError",
     "Stats",
     "Status",
     "UpscaleRequest",
     "UpscaleRun",
+    "WebhookReceiver",
     "__version__",
+    "parse_webhook",
 ]
 
 # Objects report the public module, as httpx does (nicer reprs and docs).

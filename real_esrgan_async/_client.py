@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Self, overload
 
 import anyio
 import anyio.abc
@@ -17,12 +17,14 @@ from . import _download
 from ._exceptions import AmbiguousSubmitError, InvalidRequestError
 from ._fanout import UpscaleRun
 from ._gateway import Gateway
+from ._journal import Journal
 from ._models import Job, JobState, Status, UpscaleRequest
 from ._poller import Poller, Resolution, unwrap
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Counters, Stats
-from ._urls import check_image_url, is_https, is_private_host, same_origin
+from ._urls import check_image_url, is_private_host, same_origin
+from ._webhooks import check_secret, check_webhook_url, new_token, url_with_token
 
 DEFAULT_BASE_URL = "https://gateway.pixazo.ai"
 API_KEY_ENV = "REAL_ESRGAN_API_KEY"
@@ -63,8 +65,22 @@ class AsyncRealESRGAN:
         allow_private_image_hosts: Accept image URLs on loopback or private
             hosts. By default only when `base_url` is itself on such a host
             (an emulator), since the real gateway cannot fetch them.
-        webhook_url: Default ``X-Webhook-URL`` for submits (must be https).
+        webhook_url: Default callback URL for submits: the public https URL
+            where a `WebhookReceiver` for this client is mounted. The client
+            appends its secret token as a last path segment (see
+            `webhook_callback_url`). Jobs with a webhook are polled only as a
+            slow safety net (`PollPolicy.safety_net_interval`).
         webhook_mode: Default ``X-Webhook-Mode``: ``"terminal"`` or ``"sync"``.
+        webhook_confirm: Confirm each terminal callback with one status call
+            before it resolves a wait (callbacks are unsigned). Turn it off
+            only when no one else can reach the receiver: then a job costs no
+            status call at all.
+        webhook_secret: The token put in callback URLs, for several processes
+            that share one URL (at least 22 URL-safe characters); by default
+            each client draws its own with `secrets`.
+        allow_insecure_webhooks: Accept ``http://`` webhook URLs to loopback
+            hosts, for tests against the emulator (the real gateway rejects
+            them); other ``http://`` URLs are refused regardless.
         max_download_bytes: Largest output `download` accepts.
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished (keep it quick: it runs in the loop).
@@ -86,6 +102,9 @@ class AsyncRealESRGAN:
         allow_private_image_hosts: bool | None = None,
         webhook_url: str | None = None,
         webhook_mode: WebhookMode = "terminal",
+        webhook_confirm: bool = True,
+        webhook_secret: str | None = None,
+        allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
     ) -> None:
@@ -103,8 +122,16 @@ class AsyncRealESRGAN:
         if allow_private_image_hosts is None:
             allow_private_image_hosts = is_private_host(base_url)
         self.allow_private_image_hosts = allow_private_image_hosts
-        self.webhook_url = _check_webhook(webhook_url, webhook_mode)
+        self.allow_insecure_webhooks = allow_insecure_webhooks
+        self.webhook_url = self._check_webhook(webhook_url, webhook_mode)
         self.webhook_mode = webhook_mode
+        self.webhook_confirm = webhook_confirm
+        # Never derived from the API key: the callback URL is seen by the provider and
+        # by every proxy and log on its way.
+        self._webhook_token = (
+            new_token() if webhook_secret is None else check_secret(webhook_secret)
+        )
+        self._webhooked: set[str] = set()  # unfinished jobs submitted with a webhook
         self.max_connections = max_connections
         self.max_download_bytes = max_download_bytes
         self._api_key = key
@@ -270,26 +297,75 @@ class AsyncRealESRGAN:
         return await self._submit(gateway, request, headers)
 
     async def _submit(
-        self, gateway: Gateway, request: UpscaleRequest, headers: dict[str, str]
+        self,
+        gateway: Gateway,
+        request: UpscaleRequest,
+        headers: dict[str, str],
+        *,
+        on_created: Callable[[Job], None] | None = None,
     ) -> Job:
+        """Submit, keeping the books; `on_created` runs (before any checkpoint) with the job."""
+        webhook = "X-Webhook-URL" in headers
+
+        def created(job: Job) -> None:
+            try:
+                if on_created is not None:
+                    on_created(job)
+            finally:
+                self._created(job, webhook=webhook)  # whatever happens, the paid id is kept
+
         try:
-            return await gateway.submit(request, extra_headers=headers, on_created=self._created)
+            return await gateway.submit(request, extra_headers=headers, on_created=created)
         except AmbiguousSubmitError:
             self._counters.ambiguous_submits += 1
             raise
 
     def _webhook_headers(self, url: str | None, mode: WebhookMode | None) -> dict[str, str]:
-        url = _check_webhook(url, mode or "terminal") if url is not None else self.webhook_url
+        if mode is not None:
+            _check_mode(mode)
+        url = self._check_webhook(url, mode or "terminal") if url is not None else self.webhook_url
         if url is None:
             return {}
-        return {"X-Webhook-URL": url, "X-Webhook-Mode": mode or self.webhook_mode}
+        return {
+            "X-Webhook-URL": url_with_token(url, self._webhook_token),
+            "X-Webhook-Mode": mode or self.webhook_mode,
+        }
 
-    def _created(self, job: Job) -> None:
+    def _check_webhook(self, url: str | None, mode: str) -> str | None:
+        _check_mode(mode)
+        if url is None:
+            return None
+        return check_webhook_url(url, allow_insecure=self.allow_insecure_webhooks)
+
+    def webhook_callback_url(self, webhook_url: str | None = None) -> str:
+        """The URL sent as ``X-Webhook-URL``: `webhook_url` plus this client's token.
+
+        The token is the URL's last path segment; the `WebhookReceiver` of
+        this client accepts only callbacks that carry it. With another
+        framework, route ``<webhook_url>/{token}`` and check it with
+        `WebhookReceiver.check_token`. Treat the URL as a secret.
+
+        Args:
+            webhook_url: The receiver's public URL; defaults to the client's.
+
+        Raises:
+            InvalidRequestError: No URL was given or configured, or it is not https.
+        """
+        url = webhook_url if webhook_url is not None else self.webhook_url
+        if url is None:
+            raise InvalidRequestError("no webhook_url: pass one, or configure the client's")
+        url = check_webhook_url(url, allow_insecure=self.allow_insecure_webhooks)
+        return url_with_token(url, self._webhook_token)
+
+    def _created(self, job: Job, *, webhook: bool = False) -> None:
         self._counters.submitted += 1
         self._unfinished[job.request_id] = None
+        if webhook:
+            self._webhooked.add(job.request_id)
         self._progress()
 
     def _finished(self, state: JobState) -> None:
+        self._webhooked.discard(state.request_id)
         if state.request_id not in self._unfinished:
             return  # not a job in flight here, or already counted
         del self._unfinished[state.request_id]
@@ -343,7 +419,9 @@ class AsyncRealESRGAN:
             outcome.append(resolution)
             done.set()
 
-        token = poller.watch(request_id, resolved, timeout=timeout)
+        # A job that reports by webhook is polled only as a safety net.
+        safety_net = request_id in self._webhooked
+        token = poller.watch(request_id, resolved, timeout=timeout, safety_net=safety_net)
         try:
             await done.wait()
         finally:
@@ -371,6 +449,8 @@ class AsyncRealESRGAN:
         max_in_flight: int = 64,
         job_timeout: float | None = None,
         ordered: bool = False,
+        journal: str | os.PathLike[str] | Journal | None = None,
+        resubmit_ambiguous: bool = False,
     ) -> UpscaleRun:
         """Upscale a stream of images; yield one `Outcome` per input as each finishes.
 
@@ -388,9 +468,25 @@ class AsyncRealESRGAN:
             job_timeout: Seconds to wait for each job; then its outcome
                 carries a `JobTimeoutError` with its id.
             ordered: Yield in input order instead of completion order.
+            journal: A path (an `SQLiteJournal`, opened and closed by the run)
+                or an open `Journal`. Each input is recorded before its POST,
+                its `request_id` as soon as the gateway returns it, and its end.
+                A rerun with the same inputs and journal resumes: ids in flight
+                are polled and never resubmitted, finished inputs are yielded
+                again with ``resumed=True`` (and `Outcome.saved_to`, see
+                `UpscaleRun.mark_saved`), the rest are submitted.
+            resubmit_ambiguous: Submit again the inputs whose earlier submit
+                may or may not have created a job (by default they are yielded
+                with an `AmbiguousSubmitError`, since a resubmit may pay twice).
 
         Returns:
             An `UpscaleRun`: iterate it with ``async for``.
+
+        Raises (from the loop):
+            JournalLockedError: Another process holds the journal.
+            JournalMismatchError: An input differs from the one the journal
+                recorded at its index; nothing from there on was submitted.
+            JournalError: The journal could not be read or written.
         """
         _, _, task_group = self._open()
         return UpscaleRun(
@@ -402,9 +498,21 @@ class AsyncRealESRGAN:
             max_in_flight=max_in_flight,
             job_timeout=job_timeout,
             ordered=ordered,
+            journal=journal,
+            resubmit_ambiguous=resubmit_ambiguous,
         )
 
     # Results and bookkeeping ------------------------------------------------------
+
+    @overload
+    async def download(
+        self, state: JobState, dest: None = None, *, max_bytes: int | None = None
+    ) -> bytes: ...
+
+    @overload
+    async def download(
+        self, state: JobState, dest: str | os.PathLike[str], *, max_bytes: int | None = None
+    ) -> Path: ...
 
     async def download(
         self,
@@ -459,14 +567,6 @@ def _request_id(job: Job | str) -> str:
     raise InvalidRequestError(f"expected a Job or a request_id str, got {job!r}")
 
 
-def _check_webhook(url: str | None, mode: str) -> str | None:
+def _check_mode(mode: str) -> None:
     if mode not in ("terminal", "sync"):
         raise InvalidRequestError(f"webhook_mode must be 'terminal' or 'sync', got {mode!r}")
-    if url is None:
-        return None
-    check_image_url(url, field="webhook_url")
-    if not is_https(url):
-        raise InvalidRequestError(
-            f"webhook_url must be an https:// URL (the gateway rejects http), got {url[:80]!r}"
-        )
-    return url

@@ -21,6 +21,9 @@ The hierarchy::
     │   └── JobSystemError                ERROR (not charged)
     ├── JobTimeoutError               gave up waiting; the job still runs at the provider
     ├── JobsUnfinishedError           a fan-out stopped early; carries the ids still running
+    ├── JournalError                  a fan-out's journal cannot be used
+    │   ├── JournalLockedError            another process holds it
+    │   └── JournalMismatchError          the inputs are not those it recorded (a ValueError)
     └── DownloadError                 fetching or checking an output failed
 
 Misuse is reported with the built-in types, as attrs does: bad input raises
@@ -221,6 +224,52 @@ class JobsUnfinishedError(RealESRGANError):
         super().__init__(
             f"{reason}; {len(self.request_ids)} submitted job(s) unfinished, "
             "their request_ids are in .request_ids"
+        )
+
+
+class JournalError(RealESRGANError):
+    """The journal cannot be used: locked, of another batch, unreadable or unwritable.
+
+    A run whose journal fails ends with this error: it could no longer keep
+    its promise that a rerun pays for nothing twice.
+    """
+
+
+class JournalLockedError(JournalError):
+    """Another process (or another run in this one) holds the journal.
+
+    Attributes:
+        path: The journal.
+        pid: The holder's process id, when it could be read.
+    """
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = "another process" if pid is None else f"process {pid}"
+        super().__init__(
+            f"journal {path} is in use by {holder}; two runs on one journal could pay for "
+            "one input twice. Wait for it to finish, or stop it, then run again"
+        )
+
+
+class JournalMismatchError(JournalError, ValueError):
+    """The input at an index is not the one the journal recorded there.
+
+    The journal belongs to another batch, or the inputs (their order, scale or
+    face_enhance) changed. The run ends before that input, or any later one, is
+    submitted.
+
+    Attributes:
+        index: The first index that differs.
+    """
+
+    def __init__(self, index: int, recorded: str, given: str) -> None:
+        self.index = index
+        super().__init__(
+            f"input {index} is {given}, but the journal recorded {recorded} "
+            "at that position: the journal belongs to another batch, or the inputs (their order, "
+            "scale or face_enhance) changed. Use a new journal for a new batch"
         )
 
 

@@ -16,11 +16,16 @@ How it is put together:
 - Stopping (a ``break``, a cancellation, `aclose()`) stops pulling and
   submitting at once; a paid POST already on the wire finishes and its id is
   kept. Every submitted but unfinished id stays in `unfinished_request_ids`.
+- With a journal, each input is looked up as it is pulled (`plan`): a rerun
+  polls the ids still in flight, replays finished outcomes and submits the
+  rest. An input is recorded before its POST (and synced to disk), its id the
+  moment the gateway returns it, its end as it is seen (see `_journal`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -29,21 +34,30 @@ import anyio
 import anyio.abc
 
 from ._exceptions import (
+    AmbiguousSubmitError,
     AuthenticationError,
     InsufficientBalanceError,
     InvalidRequestError,
     JobsUnfinishedError,
+    JournalError,
     PermissionDeniedError,
     RealESRGANError,
 )
-from ._models import JobState, Outcome, UpscaleRequest, check_face_enhance, check_scale
+from ._journal import Journal, Resume, plan, replay
+from ._journal_sqlite import SQLiteJournal
+from ._models import Job, JobState, Outcome, UpscaleRequest, check_face_enhance, check_scale
 from ._poller import Resolution, unwrap
 
 if TYPE_CHECKING:
     from ._client import AsyncRealESRGAN, ImageInput
 
-#: Errors after which every further call would fail too: they end the run.
-_FATAL = (AuthenticationError, PermissionDeniedError)
+#: Errors after which every further call would fail too: they end the run. A
+#: journal that cannot be written could no longer keep a rerun from paying twice.
+_FATAL = (AuthenticationError, PermissionDeniedError, JournalError)
+
+#: With a journal, sync it every this many inputs pulled, so that its WAL stays
+#: short even when a rerun submits nothing (each submit syncs it anyway).
+_SYNC_EVERY = 256
 
 
 class UpscaleRun:
@@ -61,6 +75,12 @@ class UpscaleRun:
             pulled or submitted; inputs already taken got outcomes carrying it.
         AuthenticationError, PermissionDeniedError: The key was refused.
         JobsUnfinishedError: The client was closed under the run.
+        Whatever the caller's iterator raised: nothing more is pulled, the jobs
+            already paid for are still awaited and yielded, then it is re-raised.
+        JournalLockedError: Another process holds the journal (nothing was sent).
+        JournalMismatchError: An input differs from the journal's at its index;
+            nothing from that index on was submitted.
+        JournalError: The journal could not be read or written.
     """
 
     def __init__(
@@ -74,6 +94,8 @@ class UpscaleRun:
         max_in_flight: int,
         job_timeout: float | None,
         ordered: bool,
+        journal: str | os.PathLike[str] | Journal | None = None,
+        resubmit_ambiguous: bool = False,
     ) -> None:
         if isinstance(images, str | bytes):
             raise InvalidRequestError(
@@ -94,6 +116,17 @@ class UpscaleRun:
             check_scale(scale)
         if face_enhance is not None:
             check_face_enhance(face_enhance)
+        if not isinstance(resubmit_ambiguous, bool):
+            raise InvalidRequestError(
+                f"resubmit_ambiguous must be a bool, got {type(resubmit_ambiguous).__name__}"
+            )
+        owned: SQLiteJournal | None = None
+        if isinstance(journal, str | os.PathLike):
+            journal = owned = SQLiteJournal(journal)  # opened by the run, closed at its end
+        elif journal is not None and not isinstance(journal, Journal):
+            raise InvalidRequestError(
+                f"journal must be a path or a Journal, got {type(journal).__name__}"
+            )
         self._engine = _Engine(
             client,
             images,
@@ -101,6 +134,9 @@ class UpscaleRun:
             face_enhance=face_enhance,
             max_in_flight=max_in_flight,
             job_timeout=job_timeout,
+            journal=journal,
+            owned_journal=owned,
+            resubmit_ambiguous=resubmit_ambiguous,
         )
         self._task_group = task_group
         self._ordered = ordered
@@ -112,6 +148,32 @@ class UpscaleRun:
     def unfinished_request_ids(self) -> tuple[str, ...]:
         """Jobs this run submitted (and paid for) that have not been seen finished."""
         return self._engine.unfinished_request_ids
+
+    @property
+    def journal(self) -> Journal | None:
+        """The run's journal (an `SQLiteJournal` when a path was given), or None."""
+        return self._engine.journal
+
+    def mark_saved(self, outcome: Outcome | int, path: str | os.PathLike[str]) -> None:
+        """Record in the journal that `outcome`'s output was saved at `path`.
+
+        A rerun then yields that outcome with `Outcome.saved_to` set, so that it
+        need not be downloaded again. With ``journal=PATH`` the run closes the
+        journal when the loop ends: mark each output inside the loop.
+
+        Args:
+            outcome: A COMPLETED outcome of this run, or its index.
+            path: Where its output was written.
+
+        Raises:
+            RuntimeError: The run has no journal, or it is closed.
+            JournalError: The journal has no COMPLETED entry at that index.
+        """
+        journal = self._engine.journal
+        if journal is None:
+            raise RuntimeError("this run has no journal; pass journal= to upscale_many")
+        index = outcome.index if isinstance(outcome, Outcome) else outcome
+        journal.mark_saved(index, os.fspath(path))
 
     def __aiter__(self) -> Self:
         return self
@@ -127,6 +189,7 @@ class UpscaleRun:
                     outcome = await engine.receive.receive()
                 except anyio.EndOfStream:
                     engine.stop()
+                    await engine.close_journal()
                     engine.raise_for_end()
                     raise StopAsyncIteration from None
                 if not self._ordered:
@@ -157,6 +220,7 @@ class UpscaleRun:
         if self._started:
             with anyio.CancelScope(shield=True):
                 await self._engine.feeder_done.wait()
+        await self._engine.close_journal()
 
     def __del__(self) -> None:
         # A `break` out of `async for ... in client.upscale_many(...)` drops the last
@@ -165,6 +229,7 @@ class UpscaleRun:
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.stop()
+            engine.close_journal_now()
 
 
 class _Engine:
@@ -179,6 +244,9 @@ class _Engine:
         face_enhance: bool | None,
         max_in_flight: int,
         job_timeout: float | None,
+        journal: Journal | None,
+        owned_journal: SQLiteJournal | None,
+        resubmit_ambiguous: bool,
     ) -> None:
         self._client = client
         self._gateway, self._poller, _ = client._open()
@@ -187,6 +255,10 @@ class _Engine:
         self._face_enhance = face_enhance
         self._max_in_flight = max_in_flight
         self._job_timeout = job_timeout
+        self.journal = journal
+        self._owned_journal = owned_journal
+        self._resubmit_ambiguous = resubmit_ambiguous
+        self._feeding = False
         self._pending: dict[str, int] = {}  # submitted, unfinished: request_id -> waiter token
         self._abandoned: list[str] = []  # ids that landed after the run was stopped
         self._taken = 0
@@ -196,6 +268,7 @@ class _Engine:
         self._closed = False
         self._balance_error: InsufficientBalanceError | None = None
         self._fatal: BaseException | None = None
+        self._input_error: Exception | None = None  # the caller's iterator failed
         self._send, self.receive = anyio.create_memory_object_stream[Outcome](max_in_flight)
         self.slots = anyio.Semaphore(max_in_flight)
         self._all_emitted = anyio.Event()
@@ -215,18 +288,39 @@ class _Engine:
         self._end()
         self.receive.close()
 
+    # A journal the run opened is closed once both sides are done with it: the
+    # feeder (nothing is recorded any more) and the consumer (who marks outputs
+    # saved), whichever ends last. Closing checkpoints the WAL: off the loop.
+
+    async def close_journal(self) -> None:
+        """Close the run's own journal in a worker thread, if both sides are done."""
+        journal = self._owned_journal
+        if journal is not None and self._stopped and not self._feeding:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(journal.close)
+
+    def close_journal_now(self) -> None:
+        """`close_journal`, blocking: for a run dropped without `aclose`."""
+        if self._owned_journal is not None and self._stopped and not self._feeding:
+            self._owned_journal.close()
+
     def raise_for_end(self) -> None:
         """At the end of the stream, raise what ended the run, if anything did."""
         if self._fatal is not None:
             raise self._fatal
+        if self._input_error is not None:
+            raise self._input_error
         if self._balance_error is not None:
             raise self._balance_error
 
     # The feeder's side ------------------------------------------------------------
 
     async def feed(self) -> None:
+        self._feeding = True
         try:
             with self._scope:  # cancelled by stop() or _fail(): ends here, quietly
+                if self._owned_journal is not None:
+                    await anyio.to_thread.run_sync(self._owned_journal.open)
                 async with anyio.create_task_group() as submits:
                     await self._pull(submits)
                     self._input_done = True
@@ -243,6 +337,8 @@ class _Engine:
             self._fatal = self._fatal or exc
         finally:
             self._end()
+            self._feeding = False
+            await self.close_journal()
             self.feeder_done.set()
 
     async def _pull(self, submits: anyio.abc.TaskGroup) -> None:
@@ -262,14 +358,24 @@ class _Engine:
             except (StopIteration, StopAsyncIteration):
                 self.slots.release()
                 return
-            except Exception as exc:  # noqa: BLE001 - the caller's iterator failed: end the run with it
+            except Exception as exc:  # noqa: BLE001 - raised once the paid jobs are yielded
                 self.slots.release()
-                self._fail(exc)
+                self._input_error = exc
                 return
-            submits.start_soon(self._submit, self._taken, item)
+            index = self._taken
             self._taken += 1
+            self._take(submits, index, item)
+            if self._scope.cancel_called:
+                return  # the input contradicted the journal, or the journal failed
+            if self.journal is not None and self._taken % _SYNC_EVERY == 0:
+                await self.journal.sync()
 
-    async def _submit(self, index: int, item: ImageInput) -> None:
+    def _take(self, submits: anyio.abc.TaskGroup, index: int, item: ImageInput) -> None:
+        """Validate one input; with a journal, submit, watch or replay it as `plan` says.
+
+        Synchronous, in the feeder: an input that contradicts the journal ends
+        the run before it, or any later input, is submitted.
+        """
         client = self._client
         try:
             if isinstance(item, UpscaleRequest):
@@ -281,11 +387,34 @@ class _Engine:
         except InvalidRequestError as exc:
             self._emit(Outcome(index, None, error=exc))
             return
+        if self.journal is not None:
+            try:
+                entry = self.journal.get(index)
+                action = plan(entry, request, resubmit_ambiguous=self._resubmit_ambiguous)
+            except JournalError as exc:
+                self._fail(exc)
+                return
+            if entry is not None and action is Resume.REPLAY:
+                self._emit(replay(entry))
+                return
+            if entry is not None and entry.request_id is not None and action is Resume.WATCH:
+                # Paid for by an earlier run: poll it, never POST it again.
+                client._unfinished.setdefault(entry.request_id, None)
+                self._watch(index, request, entry.request_id, resumed=True)
+                return
+        submits.start_soon(self._submit, index, request)
+
+    async def _submit(self, index: int, request: UpscaleRequest) -> None:
+        client = self._client
         if self._balance_error is not None:
             self._emit(Outcome(index, request, error=self._balance_error))
             return
         try:
-            job = await client._submit(self._gateway, request, client._webhook_headers(None, None))
+            if self.journal is None:
+                headers = client._webhook_headers(None, None)
+                job = await client._submit(self._gateway, request, headers)
+            else:
+                job = await self._submit_journaled(self.journal, index, request)
         except InsufficientBalanceError as exc:
             self._balance_error = exc
             self._emit(Outcome(index, request, error=exc))
@@ -296,18 +425,64 @@ class _Engine:
         except RealESRGANError as exc:
             self._emit(Outcome(index, request, error=exc))
             return
-        if self._stopped:
+        if self._closed:  # stopped, or ended by a fatal error: nobody will take its outcome
             self._abandoned.append(job.request_id)
             return
-        done = functools.partial(self._finished, index, request, job.request_id)
-        self._pending[job.request_id] = self._poller.watch(
-            job.request_id, done, timeout=self._job_timeout
+        self._watch(index, request, job.request_id, resumed=False)
+
+    async def _submit_journaled(self, journal: Journal, index: int, request: UpscaleRequest) -> Job:
+        """POST in the journal's order: the input on disk first, its id the moment it exists."""
+        client = self._client
+        request_id: str | None = None
+
+        def recorded(job: Job) -> None:  # called by the gateway before any other task runs
+            nonlocal request_id
+            request_id = job.request_id
+            journal.record_submitted(index, job.request_id)
+
+        journal.record_pending(index, request)
+        try:
+            await journal.sync()  # a POST follows: a power cut must not forget the attempt
+            headers = client._webhook_headers(None, None)
+            return await client._submit(self._gateway, request, headers, on_created=recorded)
+        except AmbiguousSubmitError as exc:
+            journal.record_ambiguous(index, _ambiguity(exc))
+            raise
+        except BaseException:
+            if request_id is None:
+                # Cancelled before sending, or refused: the gateway created no job
+                # (a POST that may have is AmbiguousSubmitError), so a rerun submits it.
+                journal.record_unsent(index)
+            else:
+                self._abandoned.append(request_id)  # paid, but the journal failed: keep the id
+            raise
+
+    def _watch(
+        self, index: int, request: UpscaleRequest, request_id: str, *, resumed: bool
+    ) -> None:
+        done = functools.partial(self._finished, index, request, request_id, resumed)
+        self._pending[request_id] = self._poller.watch(
+            request_id,
+            done,
+            timeout=self._job_timeout,
+            safety_net=request_id in self._client._webhooked,  # it reports by webhook
         )
 
     def _finished(
-        self, index: int, request: UpscaleRequest, request_id: str, resolution: Resolution
+        self,
+        index: int,
+        request: UpscaleRequest,
+        request_id: str,
+        resumed: bool,
+        resolution: Resolution,
     ) -> None:
         del self._pending[request_id]
+        if self.journal is not None and isinstance(resolution, JobState):
+            try:
+                self.journal.record_finished(index, resolution)
+            except JournalError as exc:
+                self._fail(exc)
+                return
         result: JobState | None = None
         error: BaseException | None = None
         try:
@@ -317,7 +492,11 @@ class _Engine:
             return
         except Exception as exc:  # noqa: BLE001 - any other error is this input's outcome
             error = exc
-        self._emit(Outcome(index, request, result=result, error=error, request_id=request_id))
+        self._emit(
+            Outcome(
+                index, request, result=result, error=error, request_id=request_id, resumed=resumed
+            )
+        )
 
     def _emit(self, outcome: Outcome) -> None:
         self._emitted += 1
@@ -343,3 +522,11 @@ class _Engine:
         if not self._closed:
             self._closed = True
             self._send.close()
+
+
+def _ambiguity(exc: AmbiguousSubmitError) -> str:
+    """Why a submit was ambiguous, for the journal (its message says the rest)."""
+    cause = exc.__cause__
+    if cause is None:
+        return "the submit failed after it was sent"
+    return f"{type(cause).__name__}: {cause}"

@@ -170,6 +170,10 @@ class Outcome:
         result: The COMPLETED state, or None.
         error: Why there is no result, or None.
         request_id: The job's id once it was submitted (it was paid for), else None.
+        resumed: True when a journal says an earlier run submitted this input:
+            its job was polled again, or its recorded outcome is yielded again.
+        saved_to: Where an earlier run saved the output, as recorded with
+            `UpscaleRun.mark_saved`; None when it was not saved.
     """
 
     index: int
@@ -177,6 +181,8 @@ class Outcome:
     result: JobState | None = None
     error: BaseException | None = None
     request_id: str | None = None
+    resumed: bool = False
+    saved_to: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -74,12 +74,21 @@ class Poller:
         *,
         timeout: float | None = None,
         submitted_at: float | None = None,
+        safety_net: bool = False,
     ) -> int:
-        """Call `callback` once, when `request_id` finishes or the wait ends; return a token."""
+        """Call `callback` once, when `request_id` finishes or the wait ends; return a token.
+
+        With `safety_net`, the job reports by webhook and is checked only
+        rarely, to catch a lost callback.
+        """
         now = anyio.current_time()
         deadline = None if timeout is None else now + timeout
         token = self.scheduler.add_waiter(
-            request_id, now=now, deadline=deadline, submitted_at=submitted_at
+            request_id,
+            now=now,
+            deadline=deadline,
+            submitted_at=submitted_at,
+            safety_net=safety_net,
         )
         self._waiters[token] = (callback, timeout)
         self._wake_if_sooner(now)
@@ -92,7 +101,14 @@ class Poller:
 
     def observe(self, state: JobState) -> None:
         """Feed a state learned elsewhere: a webhook, or a status call made by the user."""
-        self._feed(state, anyio.current_time())
+        now = anyio.current_time()
+        self._feed(state, now)
+        # It may have planned the next check of an id whose own check was out.
+        self._wake_if_sooner(now)
+
+    def tracks(self, request_id: str) -> bool:
+        """Whether someone here waits on `request_id`."""
+        return self.scheduler.is_tracked(request_id)
 
     async def run(self, task_group: anyio.abc.TaskGroup) -> None:
         """The loop; runs until cancelled (when the client closes)."""

@@ -14,7 +14,14 @@ Rules of this module:
 - News about an id that is not tracked changes nothing, so late and duplicate
   results are harmless.
 - Two checks of one id are at least ``min_interval`` apart; after the first,
-  at most ``max_interval`` apart, unless a pause or the budget holds them back.
+  at most ``max_interval`` apart, unless a pause or the budget holds them back,
+  or the id is on the safety net.
+- An id on the *safety net* (its job reports by webhook, so checks only catch
+  lost callbacks) is checked late and rarely: first at the learned second
+  quantile times ``safety_net_factor`` but no later than ``safety_net_interval``
+  after submission, then every ``safety_net_interval``. A sign of life from
+  elsewhere puts its next check a full interval away. A waiter that is not on
+  the safety net takes its id off it.
 - The first check comes when most jobs are done, as learned from the jobs seen
   finishing; until enough are seen, the scheduler probes with a growing gap.
 - ``due()`` honours ``pause_until()`` and a token bucket; ``next_wakeup()``
@@ -79,6 +86,12 @@ class PollPolicy:
         max_checks_per_second: Status checks allowed per second over all ids
             (a token bucket); ``None`` for no limit.
         burst: Size of the token bucket.
+        safety_net_interval: For jobs that report by webhook: the longest wait
+            from submission to the first check, and between later checks.
+            It bounds how late a lost callback is noticed.
+        safety_net_factor: For jobs that report by webhook: the first check
+            comes at the learned second quantile times this, when that is
+            sooner than ``safety_net_interval``.
     """
 
     initial_delay: float = _field(1.0, "> 0", lambda p, v: v > 0)
@@ -99,14 +112,28 @@ class PollPolicy:
     learn_window: int = _field(1024, ">= min_samples", lambda p, v: v >= p.min_samples, kind=int)
     max_checks_per_second: float | None = _field(50.0, "> 0", lambda p, v: v > 0, optional=True)
     burst: int = _field(50, ">= 1", lambda p, v: v >= 1, kind=int)
+    safety_net_interval: float = _field(
+        60.0, "> 0 and >= min_interval", lambda p, v: v > 0 and v >= p.min_interval
+    )
+    safety_net_factor: float = _field(2.0, ">= 1", lambda p, v: v >= 1)
 
 
 class _Entry:
     """One tracked id (slots keep 10,000+ of them cheap)."""
 
-    __slots__ = ("alive", "due", "gap", "last", "learned", "stage", "submitted", "tokens")
+    __slots__ = (
+        "alive",
+        "due",
+        "gap",
+        "last",
+        "learned",
+        "safety",
+        "stage",
+        "submitted",
+        "tokens",
+    )
 
-    def __init__(self, submitted: float, gap: float) -> None:
+    def __init__(self, submitted: float, gap: float, *, safety: bool = False) -> None:
         self.submitted = submitted
         self.alive = submitted  # the last moment the job was known not to be finished
         self.last: float | None = None  # when its previous check was handed out
@@ -115,6 +142,7 @@ class _Entry:
         self.stage = 0  # learned quantile targets used up: 0, 1 or 2
         self.learned = False  # whether `due` was planned with learned quantiles
         self.tokens: tuple[int, ...] = ()  # its waiters
+        self.safety = safety  # on the safety net: a webhook reports it, checks are a fallback
 
 
 _DEFAULT_POLICY = PollPolicy()
@@ -173,15 +201,27 @@ class PollScheduler:
         now: float,
         deadline: float | None = None,
         submitted_at: float | None = None,
+        safety_net: bool = False,
     ) -> int:
-        """Wait for ``request_id`` (until the absolute ``deadline``); returns a fresh token."""
+        """Wait for ``request_id`` (until the absolute ``deadline``); returns a fresh token.
+
+        With ``safety_net``, the job is expected to report by webhook and is
+        checked only as a fallback; without it, the id gets the normal schedule
+        (also when it was on the safety net for an earlier waiter).
+        """
         self._last_token += 1
         token = self._last_token
         entry = self._entries.get(request_id)
         if entry is None:
             start = now if submitted_at is None else submitted_at
-            entry = self._entries[request_id] = _Entry(start, self._policy.initial_delay)
+            entry = _Entry(start, self._policy.initial_delay, safety=safety_net)
+            self._entries[request_id] = entry
             self._plan(request_id, entry)
+        elif entry.safety and not safety_net:
+            # This waiter was promised ordinary polling: the webhook may not reach it.
+            entry.safety = False
+            if entry.due != _CHECKING:
+                self._plan(request_id, entry)
         entry.tokens += (token,)
         self._waiters[token] = request_id
         if deadline is not None:
@@ -200,6 +240,10 @@ class PollScheduler:
             entry.tokens = tuple(t for t in entry.tokens if t != token)
             if not entry.tokens:
                 del self._entries[request_id]
+
+    def is_tracked(self, request_id: str) -> bool:
+        """Whether ``request_id`` has a waiter here."""
+        return request_id in self._entries
 
     def forget(self, request_id: str) -> list[int]:
         """Stop tracking ``request_id``; returns the tokens of its waiters."""
@@ -225,7 +269,7 @@ class PollScheduler:
             entry = self._entries[request_id]
             # Planned before durations were learned? Plan again with them.
             replan = not entry.learned and self._quantiles is not None
-            if replan and self._plan_target(request_id, entry) and entry.due > now:
+            if replan and self._replan(request_id, entry) and entry.due > now:
                 continue
             entry.last = now
             entry.due = _CHECKING
@@ -260,6 +304,12 @@ class PollScheduler:
         entry.alive = max(entry.alive, now)
         if entry.due == _CHECKING:
             self._plan(request_id, entry)
+        elif entry.safety:
+            # A sign of life (a sync-mode callback): callbacks reach us, so the
+            # fallback check can wait a whole interval from now.
+            later = now + self._policy.safety_net_interval
+            if entry.due < later:
+                self._push(request_id, entry, later)
         elif entry.due < now + self._policy.min_interval:
             # Known alive just now: a check sooner than min_interval would tell nothing new.
             self._push(request_id, entry, now + self._policy.min_interval)
@@ -309,7 +359,14 @@ class PollScheduler:
     # -- planning ----------------------------------------------------------------
 
     def _plan(self, request_id: str, entry: _Entry, *, failed_at: float | None = None) -> None:
-        """Schedule the next check: the next usable learned quantile, else the backoff gap."""
+        """Schedule the next check: the next usable learned quantile, else the backoff gap.
+
+        An id on the safety net gets its slow schedule instead, except after a
+        failed check, which is tried again after the ordinary backoff gap.
+        """
+        if failed_at is None and entry.safety:
+            self._plan_safety(request_id, entry)
+            return
         if failed_at is None and self._plan_target(request_id, entry):
             return
         policy = self._policy
@@ -321,6 +378,30 @@ class PollScheduler:
         else:
             ref = entry.submitted if entry.last is None else entry.last
         self._push_delay(request_id, entry, ref, delay)
+
+    def _replan(self, request_id: str, entry: _Entry) -> bool:
+        """Plan again with newly learned quantiles; False if they give no target."""
+        if entry.safety:
+            self._plan_safety(request_id, entry)
+            return True
+        return self._plan_target(request_id, entry)
+
+    def _plan_safety(self, request_id: str, entry: _Entry) -> None:
+        """Schedule the next fallback check of an id that reports by webhook."""
+        policy = self._policy
+        entry.learned = self._quantiles is not None
+        delay = policy.safety_net_interval
+        if entry.last is None:
+            ref = entry.submitted
+            if self._quantiles is not None:
+                # Most callbacks have come by then; a later check would only
+                # delay noticing a lost one.
+                delay = min(delay, self._quantiles[1] * policy.safety_net_factor)
+        else:
+            ref = entry.last
+        # Jitter only shortens it, so that the interval stays a bound on lateness.
+        delay *= 1 - policy.jitter * self._rng()
+        self._push(request_id, entry, ref + max(delay, policy.min_interval))
 
     def _plan_target(self, request_id: str, entry: _Entry) -> bool:
         """Schedule the next unused learned quantile that is usable; False if none is."""

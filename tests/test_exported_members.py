@@ -28,6 +28,12 @@ def test_all_lists_exactly_the_public_names() -> None:
         "JobSystemError",
         "JobTimeoutError",
         "JobsUnfinishedError",
+        "Journal",
+        "JournalEntry",
+        "JournalError",
+        "JournalLockedError",
+        "JournalMismatchError",
+        "JournalState",
         "NotFoundError",
         "Outcome",
         "PermissionDeniedError",
@@ -36,12 +42,15 @@ def test_all_lists_exactly_the_public_names() -> None:
         "RealESRGANError",
         "ResponseValidationError",
         "RetryPolicy",
+        "SQLiteJournal",
         "ServerError",
         "Stats",
         "Status",
         "UpscaleRequest",
         "UpscaleRun",
+        "WebhookReceiver",
         "__version__",
+        "parse_webhook",
     }
     assert expected == set(real_esrgan_async.__all__)
     assert sorted(real_esrgan_async.__all__) == real_esrgan_async.__all__

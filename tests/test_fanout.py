@@ -287,3 +287,20 @@ async def test_progress_hook_sees_each_submission_and_finish(fake: FakeGateway) 
         last.cost_usd,
     )
     assert collections.Counter({1: 4}) == collections.Counter(fake.posts_per_image.values())
+
+
+async def test_a_failing_input_iterator_still_yields_what_was_paid_for(
+    fake: FakeGateway, client: AsyncRealESRGAN
+) -> None:
+    """Like a 402: no more input, the jobs in flight are awaited, then the error is raised."""
+
+    def images() -> Iterator[str]:
+        yield from (url("ok", n) for n in range(3))
+        raise OSError("the crawler's disk went away")
+
+    outcomes: list[Outcome] = []
+    with pytest.raises(OSError, match="disk went away"):
+        async for outcome in client.upscale_many(images()):
+            outcomes.append(outcome)
+    assert [True, True, True] == [o.ok for o in outcomes]
+    assert () == client.unfinished_request_ids

@@ -345,6 +345,8 @@ def test_next_wakeup_is_none_when_nothing_is_tracked_and_never_in_the_past() -> 
         ("burst", 1.5, TypeError, "an int >= 1"),
         ("max_checks_per_second", "50", TypeError, "None or a finite number > 0"),
         ("max_checks_per_second", 0, ValueError, "None or a finite number > 0"),
+        ("safety_net_interval", 0.1, ValueError, "a finite number > 0 and >= min_interval"),
+        ("safety_net_factor", 0.5, ValueError, "a finite number >= 1"),
     ],
 )
 def test_policy_rejects_bad_knobs_naming_the_field_the_value_and_what_is_allowed(
@@ -360,6 +362,174 @@ def test_policy_accepts_no_budget_and_ints_for_seconds() -> None:
     policy = PollPolicy(max_checks_per_second=None, initial_delay=2, max_interval=5)
 
     assert (None, 2, 5) == (policy.max_checks_per_second, policy.initial_delay, policy.max_interval)
+
+
+# -- the safety net (jobs that report by webhook) -------------------------------------------
+
+SAFETY = PollPolicy(jitter=0.0, safety_net_interval=60.0, safety_net_factor=2.0)
+
+
+def test_on_the_safety_net_before_learning_checks_come_every_interval_from_submission() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("a", now=5.0, safety_net=True)
+
+    assert [65.0, 125.0, 185.0] == check_times(s, "a", until=200.0)
+
+
+def test_on_the_safety_net_the_first_check_comes_at_the_second_quantile_times_the_factor() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    teach(s, [10.0] * 8, now=0.0)
+    s.add_waiter("a", now=100.0, safety_net=True)
+
+    # q97 = 10: first at 100 + 2 * 10, then every 60 s
+    assert [120.0, 180.0, 240.0] == check_times(s, "a", until=250.0)
+
+
+def test_on_the_safety_net_the_first_check_is_never_later_than_the_interval() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    teach(s, [50.0] * 8, now=0.0)
+    s.add_waiter("a", now=100.0, safety_net=True)
+
+    assert [160.0, 220.0] == check_times(s, "a", until=230.0)
+
+
+def test_an_id_put_on_the_safety_net_before_learning_keeps_its_planned_check() -> None:
+    """Learning does not scan the heap: it is found at the interval, not at 2 * q97."""
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("a", now=0.0, safety_net=True)
+    teach(s, [5.0] * 8, now=1.0)
+
+    assert [60.0, 120.0] == check_times(s, "a", until=130.0)
+
+
+def test_a_terminal_callback_resolves_a_safety_net_job_with_no_check_at_all() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    token = s.add_waiter("a", now=0.0, safety_net=True)
+
+    assert [token] == s.on_state("a", terminal=True, now=12.0)
+    assert (0, 0, None) == (s.checks_scheduled, s.in_flight, s.next_wakeup(12.0))
+
+
+def test_a_sign_of_life_puts_the_safety_net_check_a_full_interval_later() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("a", now=0.0, safety_net=True)
+    s.on_state("a", terminal=False, now=30.0)  # a sync-mode callback
+
+    assert 90.0 == s.next_wakeup(30.0)
+    s.on_state("a", terminal=False, now=31.0)  # and another: never earlier than before
+    assert 91.0 == s.next_wakeup(31.0)
+
+
+def test_an_earlier_state_after_the_terminal_one_changes_nothing() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("a", now=0.0, safety_net=True)
+    s.on_state("a", terminal=True, now=10.0)
+
+    assert [] == s.on_state("a", terminal=False, now=11.0)  # a reordered sync callback
+    assert (0, None) == (s.in_flight, s.next_wakeup(11.0))
+
+
+def test_a_failed_safety_net_check_is_retried_after_the_backoff_gap_then_slows_again() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("a", now=0.0, safety_net=True)
+    assert ["a"] == s.due(60.0)
+    s.on_check_failed("a", now=60.5)
+
+    assert 61.5 == s.next_wakeup(60.5)  # initial_delay after the failure
+    assert ["a"] == check_and_answer(s, 61.5)
+    assert 121.5 == s.next_wakeup(61.5)
+
+
+def test_a_waiter_without_the_safety_net_takes_the_id_off_it() -> None:
+    """Its caller was promised ordinary polling: the webhook may not be ours."""
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("a", now=0.0, safety_net=True)
+    s.add_waiter("a", now=0.5)
+
+    assert [1.0, 2.6] == pytest.approx(check_times(s, "a", until=3.0))
+
+
+def test_a_waiter_with_the_safety_net_does_not_slow_an_id_polled_normally() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("a", now=0.0)
+    s.add_waiter("a", now=0.5, safety_net=True)
+
+    assert 1.0 == s.next_wakeup(0.5)
+
+
+def test_safety_net_ids_and_normal_ids_keep_their_own_schedules() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    s.add_waiter("hooked", now=0.0, safety_net=True)
+    s.add_waiter("polled", now=0.0)
+
+    assert pytest.approx([1.0, 2.6, 5.16]) == check_times(s, "polled", until=6.0)
+    s2 = PollScheduler(SAFETY, rng=middle)
+    s2.add_waiter("hooked", now=0.0, safety_net=True)
+    s2.add_waiter("polled", now=0.0)
+    assert [60.0] == check_times(s2, "hooked", until=61.0)
+
+
+def test_safety_net_jitter_only_shortens_the_interval() -> None:
+    jittery = PollPolicy(jitter=0.2, safety_net_interval=60.0)
+    low = PollScheduler(jittery, rng=lambda: 0.0)
+    high = PollScheduler(jittery, rng=lambda: 0.999999)
+    low.add_waiter("a", now=0.0, safety_net=True)
+    high.add_waiter("a", now=0.0, safety_net=True)
+
+    assert 60.0 == low.next_wakeup(0.0)
+    assert pytest.approx(48.0, abs=1e-4) == high.next_wakeup(0.0)
+
+
+def test_is_tracked_follows_the_waiters() -> None:
+    s = PollScheduler(SAFETY, rng=middle)
+    token = s.add_waiter("a", now=0.0, safety_net=True)
+    assert (True, False) == (s.is_tracked("a"), s.is_tracked("b"))
+    s.remove_waiter(token)
+    assert not s.is_tracked("a")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    durations=st.lists(st.floats(0.5, 300.0), min_size=1, max_size=20),
+    delivered=st.lists(st.booleans(), min_size=20, max_size=20),
+    interval=st.sampled_from([5.0, 30.0, 60.0]),
+    jitter=st.sampled_from([0.0, 0.1, 0.5]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_on_the_safety_net_a_lost_callback_is_found_within_an_interval_at_one_check_per_interval(
+    durations: list[float], delivered: list[bool], interval: float, jitter: float, seed: int
+) -> None:
+    """Checks of a job come at most `interval` apart, about one per interval; a job whose
+    callback is lost is found by a check at most `interval` after it ended."""
+    policy = PollPolicy(jitter=jitter, safety_net_interval=interval, max_checks_per_second=None)
+    s = PollScheduler(policy, rng=random.Random(seed).random)
+    done = {f"j{i}": d for i, d in enumerate(durations)}
+    callbacks = sorted((d, f"j{i}") for i, d in enumerate(durations) if delivered[i])
+    for request_id in done:
+        s.add_waiter(request_id, now=0.0, safety_net=True)
+    checks: dict[str, list[float]] = {request_id: [] for request_id in done}
+    found: dict[str, float] = {}
+    now = 0.0
+    while s.in_flight:
+        wakeup = s.next_wakeup(now)
+        assert wakeup is not None
+        if callbacks and callbacks[0][0] <= wakeup:
+            now, request_id = callbacks.pop(0)
+            if s.on_state(request_id, terminal=True, now=now):
+                found[request_id] = now
+            continue
+        now = wakeup
+        for request_id in s.due(now):
+            checks[request_id].append(now)
+            if s.on_state(request_id, terminal=now >= done[request_id], now=now):
+                found[request_id] = now
+
+    for request_id, ended in done.items():
+        gaps = [b - a for a, b in zip([0.0, *checks[request_id]], checks[request_id], strict=False)]
+        assert all(gap <= interval + 1e-9 for gap in gaps)
+        # (+ 2: an early first check at the learned quantile, and the one that finds it)
+        assert len(checks[request_id]) <= math.ceil(ended / (interval * (1 - jitter))) + 2
+        assert ended <= found[request_id] <= ended + interval + 1e-9
 
 
 # -- memory -------------------------------------------------------------------------------

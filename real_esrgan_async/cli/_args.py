@@ -110,6 +110,29 @@ def _add_backend(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_journal(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("resuming")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
+        "--journal",
+        metavar="PATH",
+        type=Path,
+        help="record each input, its job id and its saved output in PATH, so that a rerun "
+        "after a crash resumes: jobs in flight are polled and never paid for again, saved "
+        "outputs are skipped (default for a FILE: <OUT>.<FILE>.journal beside the output "
+        "folder; none for stdin, which a rerun cannot replay)",
+    )
+    where.add_argument(
+        "--no-journal", action="store_true", help="keep no journal: a rerun submits everything"
+    )
+    group.add_argument(
+        "--resubmit-ambiguous",
+        action="store_true",
+        help="submit again the inputs whose earlier submit may or may not have created a job "
+        "(reported as AmbiguousSubmitError); each may then be paid for twice",
+    )
+
+
 def _client_options() -> _Parser:
     parent = _Parser(add_help=False)
     group = parent.add_argument_group("gateway")
@@ -221,6 +244,7 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
         redact=redact,
     )
     batch.add_argument("file", metavar="FILE", help="the list of URLs, or - for stdin")
+    _add_journal(batch)
     _add_backend(batch)
 
     status = commands.add_parser(

@@ -8,10 +8,16 @@ waits, so a slow disk slows submission instead of piling up finished jobs.
 
 Each input's latency is measured by wrapping the input iterator: the clock
 starts when the fan-out pulls the input and stops when its outcome arrives.
+
+With a journal (``batch``'s default), the run opens it for as long as the
+downloads last and marks each saved output in it; a rerun skips the outputs
+saved and still on disk, and downloads the ones that were not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Self
@@ -20,7 +26,14 @@ import anyio
 import anyio.abc
 import attrs
 
-from real_esrgan_async import AsyncRealESRGAN, DownloadError, Outcome, RealESRGANError
+from real_esrgan_async import (
+    AsyncRealESRGAN,
+    DownloadError,
+    JournalError,
+    Outcome,
+    RealESRGANError,
+    SQLiteJournal,
+)
 
 from ._inputs import Input, InputError
 from ._naming import output_name
@@ -44,6 +57,9 @@ class BatchOptions:
         out_dir: Existing directory for the outputs.
         concurrency: Jobs in flight at once, at most.
         job_timeout: Seconds to wait on each job, or None to wait as long as it takes.
+        journal: The batch's journal, to resume it after a crash; None for none.
+        resubmit_ambiguous: Submit again the inputs the journal says may or may
+            not have been submitted.
     """
 
     scale: int
@@ -51,6 +67,8 @@ class BatchOptions:
     out_dir: Path
     concurrency: int
     job_timeout: float | None = None
+    journal: Path | None = None
+    resubmit_ambiguous: bool = False
 
 
 @attrs.frozen
@@ -112,13 +130,17 @@ async def run_batch(
     timed = _TimedInputs(inputs)
     started = anyio.current_time()
     try:
-        async with anyio.create_task_group() as downloads:
+        # The journal outlives the downloads: each one marks its output saved.
+        async with _opened(options.journal) as journal, anyio.create_task_group() as downloads:
+            runner.journal = journal
             try:
                 await runner.consume(timed, downloads)
             except (RealESRGANError, InputError) as exc:
                 # Raised by the loop after the outcomes it could yield; downloads
                 # already started still finish (they were paid for).
                 report.stop_error = exc
+    except JournalError as exc:  # it could not be opened: locked, or not a journal
+        report.stop_error = exc
     finally:
         # Inputs pulled whose outcome never came: the run stopped first.
         reason = "interrupted" if report.stop_error is None else type(report.stop_error).__name__
@@ -139,6 +161,15 @@ async def run_batch(
         report.wall_time = anyio.current_time() - started
 
 
+@contextlib.asynccontextmanager
+async def _opened(path: Path | None) -> AsyncIterator[SQLiteJournal | None]:
+    if path is None:
+        yield None
+        return
+    async with SQLiteJournal(path) as journal:
+        yield journal
+
+
 class _Runner:
     """The loop over outcomes, the download tasks and the bookkeeping they share."""
 
@@ -156,6 +187,9 @@ class _Runner:
         self._progress = progress
         self._output = output
         self._download_slots = anyio.Semaphore(min(options.concurrency, MAX_DOWNLOADS))
+        self.journal: SQLiteJournal | None = None
+        # Outputs are marked saved by absolute path: a rerun from another directory finds them.
+        self._saved_dir = Path(os.path.abspath(options.out_dir))
 
     async def consume(self, timed: _TimedInputs, downloads: anyio.abc.TaskGroup) -> None:
         options = self._options
@@ -165,14 +199,19 @@ class _Runner:
             face_enhance=options.face_enhance,
             max_in_flight=options.concurrency,
             job_timeout=options.job_timeout,
+            journal=self.journal,
+            resubmit_ambiguous=options.resubmit_ambiguous,
         )
         async with run:
             async for outcome in run:
                 taken = timed.taken.pop(outcome.index)
                 latency = None
-                if outcome.request_id is not None:  # a job: it has a latency worth counting
+                # A job has a latency worth counting, unless an earlier run started it.
+                if outcome.request_id is not None and not outcome.resumed:
                     latency = anyio.current_time() - taken.at
-                if outcome.ok:
+                if outcome.saved_to is not None and await anyio.Path(outcome.saved_to).is_file():
+                    self.record(_skipped(outcome, taken.input))
+                elif outcome.ok:
                     await self._download_slots.acquire()
                     downloads.start_soon(self._save, outcome, taken.input, latency)
                 else:
@@ -193,12 +232,15 @@ class _Runner:
             error_message=f"stopped before the output of job {outcome.request_id} was saved; "
             "its URL stays valid for about an hour (see `real-esrgan status`)",
             latency=latency,
+            resumed=outcome.resumed,
         )
         entry = interrupted
         try:
             dest = self._options.out_dir / output_name(outcome.index, item.url)
             saved = await self._client.download(state, dest)
             assert isinstance(saved, Path)  # a destination was given
+            if self.journal is not None:
+                self.journal.mark_saved(outcome.index, self._saved_dir / saved.name)
             entry = attrs.evolve(
                 interrupted,
                 category=Category.COMPLETED,
@@ -206,7 +248,7 @@ class _Runner:
                 error_type=None,
                 error_message=None,
             )
-        except (DownloadError, OSError) as exc:
+        except (DownloadError, OSError, JournalError) as exc:
             entry = attrs.evolve(
                 interrupted, error_type=type(exc).__name__, error_message=one_line(str(exc))
             )
@@ -226,6 +268,21 @@ class _Runner:
         return f"{source}:{entry.line}:" if source is not None else f"#{entry.index}"
 
 
+def _skipped(outcome: Outcome, item: Input) -> Entry:
+    """An output an earlier run saved (the journal says so, and the file is there)."""
+    assert outcome.saved_to is not None
+    return Entry(
+        index=outcome.index,
+        line=item.line,
+        url=item.url,
+        category=Category.COMPLETED,
+        request_id=outcome.request_id,
+        output=Path(outcome.saved_to),
+        resumed=True,
+        skipped=True,
+    )
+
+
 def _failure(outcome: Outcome, item: Input, latency: float | None) -> Entry:
     error = outcome.error
     return Entry(
@@ -237,6 +294,7 @@ def _failure(outcome: Outcome, item: Input, latency: float | None) -> Entry:
         error_type=None if error is None else type(error).__name__,
         error_message=None if error is None else one_line(str(error)),
         latency=latency,
+        resumed=outcome.resumed,
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import attrs
 
 from real_esrgan_async import InvalidRequestError, JobState, RealESRGANError
 
@@ -63,12 +65,15 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
             output.error(f"cannot read {args.file}: {exc.strerror or exc}")
             return ExitCode.USAGE
         name = args.file
+    options = attrs.evolve(
+        _options(args), journal=_journal_path(args), resubmit_ambiguous=args.resubmit_ambiguous
+    )
     try:
         return execute_batch(
             output,
             gateway,
             LineInputs(stream, name),
-            _options(args),
+            options,
             backend=args.backend,
             json=args.json,
             total=None,  # streamed: counting the lines first would read the file twice
@@ -76,6 +81,21 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+def _journal_path(args: argparse.Namespace) -> Path | None:
+    """``--journal``; else, for a file, ``<OUT>.<FILE>.journal`` beside the output folder.
+
+    Named after the batch file, so that another list saved to the same folder
+    gets its own journal. None with ``--no-journal``, and for stdin: a stream
+    cannot be replayed, so a rerun would only be refused as another batch.
+    """
+    if args.no_journal or (args.journal is None and args.file == "-"):
+        return None
+    if args.journal is not None:
+        return Path(args.journal)
+    out = Path(args.out).resolve()
+    return out.with_name(f"{out.name}.{Path(args.file).name}.journal")
 
 
 def run_status_command(args: argparse.Namespace, output: Output) -> int:

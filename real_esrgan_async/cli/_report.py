@@ -16,6 +16,8 @@ from real_esrgan_async import (
     AuthenticationError,
     InsufficientBalanceError,
     JobFailedError,
+    JournalLockedError,
+    JournalMismatchError,
     Outcome,
     PermissionDeniedError,
     Stats,
@@ -27,6 +29,8 @@ __all__ = ["Category", "Entry", "Report", "classify"]
 
 #: Errors that stop a whole run: every further call would be refused too.
 REFUSALS = (AuthenticationError, PermissionDeniedError, InsufficientBalanceError)
+#: A journal of another batch, or one in use: the command was used wrongly.
+JOURNAL_MISUSE = (JournalLockedError, JournalMismatchError)
 
 
 class Category(enum.StrEnum):
@@ -60,7 +64,10 @@ class Entry:
         output: Where the output was saved.
         error_type: The class name of the error, if any.
         error_message: The error, in one line.
-        latency: Seconds from reading the input to its outcome, for inputs that became jobs.
+        latency: Seconds from reading the input to its outcome, for inputs that became jobs
+            in this run.
+        resumed: An earlier run (per the journal) submitted it.
+        skipped: An earlier run saved its output, still on disk: it was not downloaded again.
     """
 
     index: int
@@ -72,6 +79,8 @@ class Entry:
     error_type: str | None = None
     error_message: str | None = None
     latency: float | None = None
+    resumed: bool = False
+    skipped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -108,6 +117,11 @@ class Report:
         self.counts: dict[Category, int] = dict.fromkeys(Category, 0)
         self.entries: list[Entry] = []
         self.latencies: list[float] = []
+        #: Inputs an earlier run submitted (per the journal); those it had saved.
+        self.resumed = 0
+        self.skipped = 0
+        #: Inputs whose submit may or may not have created a job.
+        self.ambiguous = 0
         #: What stopped the run early (a refusal, an unreadable batch file), if anything.
         self.stop_error: BaseException | None = None
         self.interrupted = False
@@ -122,6 +136,9 @@ class Report:
     def add(self, entry: Entry) -> None:
         """Record the fate of one input."""
         self.counts[entry.category] += 1
+        self.resumed += entry.resumed
+        self.skipped += entry.skipped
+        self.ambiguous += entry.error_type == "AmbiguousSubmitError"
         if entry.latency is not None:
             self.latencies.append(entry.latency)
         if self.keep_entries:
@@ -143,6 +160,8 @@ class Report:
             return ExitCode.INTERRUPTED
         if self.refused:
             return ExitCode.REFUSED
+        if isinstance(self.stop_error, JOURNAL_MISUSE):
+            return ExitCode.USAGE
         if self.stop_error is not None or self.counts[Category.COMPLETED] != self.inputs:
             return ExitCode.INCOMPLETE
         return ExitCode.OK

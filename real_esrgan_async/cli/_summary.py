@@ -16,6 +16,8 @@ from typing import Any
 from real_esrgan_async import (
     AuthenticationError,
     InsufficientBalanceError,
+    JournalLockedError,
+    JournalMismatchError,
     PermissionDeniedError,
 )
 
@@ -62,6 +64,12 @@ def print_summary(report: Report, output: Output) -> None:
     if counts[Category.UNFINISHED]:
         parts.append(f"unfinished {counts[Category.UNFINISHED]}")
     output.result("  " + ", ".join(parts))
+    if report.resumed:
+        output.result(
+            f"  resumed from the journal: {report.resumed} input"
+            f"{'' if report.resumed == 1 else 's'} submitted by an earlier run, "
+            f"{report.skipped} already saved (not downloaded again)"
+        )
     cost = f"estimated cost ${stats.cost_usd:.3f} for {stats.submitted} job"
     cost += "" if stats.submitted == 1 else "s"
     if report.emulated:
@@ -101,6 +109,12 @@ def print_stop(report: Report, output: Output) -> None:
             output.note(f"  {request_id}")
     elif stopped:
         output.note("no paid job was left unfinished")
+    if report.ambiguous:
+        output.note(
+            f"{report.ambiguous} submit{'' if report.ambiguous == 1 else 's'} may or may not "
+            "have created a job: check the provider's dashboard, then rerun with "
+            "--resubmit-ambiguous to submit them again (each may be paid for twice)"
+        )
 
 
 _HINTS: dict[type[BaseException], str] = {
@@ -108,6 +122,9 @@ _HINTS: dict[type[BaseException], str] = {
     PermissionDeniedError: "this key may not use the Real-ESRGAN model; check its permissions",
     InsufficientBalanceError: "top up the wallet, then rerun the inputs that were not "
     "submitted (--json lists them as rejected or unfinished)",
+    JournalLockedError: "another real-esrgan is running this batch: wait for it, or stop it",
+    JournalMismatchError: "for a new list, pass --journal PATH (or --no-journal, or another "
+    "--out); to resume, pass the same list as before",
 }
 
 
@@ -125,6 +142,8 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
         "output": None if entry.output is None else str(entry.output),
         "error": error,
         "latency_s": None if entry.latency is None else round(entry.latency, 3),
+        "resumed": entry.resumed,
+        "skipped": entry.skipped,
     }
 
 
@@ -137,6 +156,8 @@ def json_document(report: Report) -> str:
     summary: dict[str, Any] = {
         "inputs": report.inputs,
         **{category.value: count for category, count in report.counts.items()},
+        "resumed": report.resumed,
+        "skipped": report.skipped,
         "jobs_submitted": stats.submitted,
         "cost_usd": stats.cost_usd,
         "emulated": report.emulated,

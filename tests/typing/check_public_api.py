@@ -19,10 +19,13 @@ from real_esrgan_async import (
     Outcome,
     PollPolicy,
     RetryPolicy,
+    SQLiteJournal,
     Stats,
     Status,
     UpscaleRequest,
     UpscaleRun,
+    WebhookReceiver,
+    parse_webhook,
 )
 
 
@@ -70,3 +73,29 @@ async def one(client: AsyncRealESRGAN) -> None:
     data = await client.download(state)
     ids: tuple[str, ...] = client.unfinished_request_ids
     print(data, ids, client.stats().cost_usd)
+
+
+async def resumable(client: AsyncRealESRGAN, urls: list[str]) -> None:
+    journal = SQLiteJournal("crawl.journal")
+    run = client.upscale_many(urls, journal=journal, resubmit_ambiguous=False)
+    async for outcome in run:
+        resumed: bool = outcome.resumed
+        saved: str | None = outcome.saved_to
+        if outcome.ok and outcome.result is not None and saved is None:
+            path = await client.download(outcome.result, f"out/{outcome.index}.png")
+            run.mark_saved(outcome, path)
+        del resumed
+    journal.close()
+
+
+def webhooks() -> WebhookReceiver:
+    client = AsyncRealESRGAN(
+        "key",
+        webhook_url="https://app.example/hooks",
+        webhook_mode="terminal",
+        webhook_confirm=True,
+    )
+    url: str = client.webhook_callback_url()
+    state: JobState = parse_webhook(b'{"request_id": "r", "status": "COMPLETED"}')
+    del url, state
+    return WebhookReceiver(client)

@@ -1,0 +1,422 @@
+"""Webhook callbacks: an ASGI receiver to mount in an app, and a parser for other frameworks.
+
+A callback is a hint, never the truth:
+
+- Callbacks are unsigned. A random per-client token, the last path segment of the
+  callback URL, turns forgeries away cheaply (a constant-time compare, before the
+  body is read). And by default a terminal callback resolves nothing by itself: it
+  triggers one authenticated status call, whose answer does.
+- They can be duplicated, reordered or lost. The poller ignores news about ids that
+  nobody waits on and a terminal state ends the wait, so a duplicate or a late
+  earlier state changes nothing; jobs with a webhook stay on the scheduler's slow
+  safety net, which catches a lost callback.
+- They reach whichever process serves the URL. A callback about an id this client
+  does not wait on is answered 200 and ignored, and costs no status call, so a
+  forger cannot make the client spend calls.
+- The gateway may stop calling a slow or failing receiver, so the receiver answers
+  first and works afterwards; the work (a status call) runs in the client's task
+  group, never in the request's task.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import secrets
+import string
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import anyio.abc
+import httpx
+
+from ._exceptions import APIError, InvalidRequestError, ResponseValidationError
+from ._gateway import Gateway
+from ._models import JobState
+from ._poller import Poller
+from ._urls import check_image_url, is_https
+
+if TYPE_CHECKING:
+    from ._client import AsyncRealESRGAN
+
+logger = logging.getLogger("real_esrgan_async")
+
+#: Largest callback body accepted. The documented body is well under 2 KiB.
+MAX_BODY_BYTES = 64 * 1024
+#: Longest ``request_id`` accepted in a callback (the gateway's are about 50 characters).
+MAX_REQUEST_ID_LENGTH = 256
+#: Shortest ``webhook_secret`` accepted: 128 bits of base64.
+MIN_SECRET_LENGTH = 22
+
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
+_COUNTS = (
+    "accepted",
+    "ignored",
+    "confirmations",
+    "coalesced",
+    "unconfirmed",
+    "forbidden",
+    "too_large",
+    "malformed",
+    "unavailable",
+)
+
+# ASGI's types, spelled out so that the library does not depend on Starlette.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+# URLs and tokens -------------------------------------------------------------------
+
+
+def new_token() -> str:
+    """A fresh, unguessable token for one client's callback URLs (256 random bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def check_secret(secret: object) -> str:
+    """Return `secret` if it can serve as the token shared by several processes.
+
+    Raises:
+        InvalidRequestError: It is not a str of at least `MIN_SECRET_LENGTH`
+            URL-safe characters (letters, digits, ``-``, ``_``).
+    """
+    if not isinstance(secret, str):
+        raise InvalidRequestError(f"webhook_secret must be a str, got {type(secret).__name__}")
+    if len(secret) < MIN_SECRET_LENGTH or not _TOKEN_CHARS.issuperset(secret):
+        raise InvalidRequestError(
+            f"webhook_secret must be at least {MIN_SECRET_LENGTH} URL-safe characters "
+            "(letters, digits, '-', '_'), e.g. from secrets.token_urlsafe(32); "
+            f"got {len(secret)} characters"
+        )
+    return secret
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether `url` names this machine: ``localhost`` or a loopback address."""
+    host = httpx.URL(url).host
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_webhook_url(url: object, *, allow_insecure: bool = False) -> str:
+    """Return `url` if the gateway can POST callbacks to it.
+
+    Args:
+        url: The receiver's public URL.
+        allow_insecure: Also accept ``http://`` to a loopback host (for tests
+            against the emulator; the real gateway rejects any ``http://``).
+
+    Raises:
+        InvalidRequestError: It is not an absolute https URL (or, with
+            `allow_insecure`, an http URL to a loopback host).
+    """
+    checked = check_image_url(url, field="webhook_url")
+    if is_https(checked) or (allow_insecure and is_loopback_url(checked)):
+        return checked
+    hint = (
+        "only loopback hosts may use http:// with allow_insecure_webhooks=True"
+        if allow_insecure
+        else "http:// to a loopback host is allowed with allow_insecure_webhooks=True, for tests"
+    )
+    raise InvalidRequestError(
+        f"webhook_url must be an https:// URL (the gateway rejects http), got {checked[:80]!r}; "
+        + hint
+    )
+
+
+def url_with_token(url: str, token: str) -> str:
+    """`url` with `token` appended as its last path segment (any query is kept)."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(path=parsed.path.rstrip("/") + "/" + token))
+
+
+# Parsing -----------------------------------------------------------------------------
+
+
+def parse_webhook(
+    body: bytes | str | Mapping[str, Any], *, max_bytes: int = MAX_BODY_BYTES
+) -> JobState:
+    """Parse a callback body (the gateway's status JSON) into a `JobState`.
+
+    For apps on a framework other than ASGI: check the token in the URL with
+    `WebhookReceiver.check_token`, parse the body with this, answer 200, then
+    hand the state to `WebhookReceiver.accept`. The state comes from an
+    unsigned request: never use it as a result without confirmation.
+
+    Args:
+        body: The raw body, or the JSON object your framework already decoded.
+        max_bytes: Refuse a raw body longer than this.
+
+    Returns:
+        The state the callback describes.
+
+    Raises:
+        ResponseValidationError: The body is too long, not JSON, or not in the
+            documented shape; the message names the field.
+    """
+    if isinstance(body, str | bytes):
+        if len(body) > max_bytes:
+            raise ResponseValidationError(
+                f"the callback body is {len(body)} bytes long; at most {max_bytes} are accepted"
+            )
+        try:
+            body = json.loads(body)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+            raise ResponseValidationError(f"the callback body is not JSON: {exc}") from None
+    state = JobState.from_json(body)
+    request_id = state.request_id
+    if (
+        len(request_id) > MAX_REQUEST_ID_LENGTH
+        or not request_id.isprintable()
+        or (request_id != request_id.strip())
+    ):
+        raise ResponseValidationError(
+            f"field 'request_id' must be at most {MAX_REQUEST_ID_LENGTH} printable characters "
+            f"with no surrounding spaces, got {request_id[:80]!r}"
+        )
+    return state
+
+
+# The receiver ------------------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """An ASGI app that takes the gateway's callbacks for one client.
+
+    Mount it in FastAPI or Starlette, at the path of the client's
+    ``webhook_url``; the client appends its token to that URL, so the
+    gateway calls ``<webhook_url>/<token>``::
+
+        client = AsyncRealESRGAN(webhook_url="https://my-app.example/hooks/real-esrgan")
+        app.mount("/hooks/real-esrgan", WebhookReceiver(client))
+
+    Each callback is answered at once: 200 when it is well formed (also when
+    it is about a job nobody here waits on, which is then ignored), 403 for a
+    wrong token, 413 for a body over `max_body_bytes`, 400 for a body not in
+    the documented shape, 405 for a method other than POST, 503 while the
+    client is not open. Only after answering does it act, and only for jobs
+    this client waits on or has not seen finish:
+
+    - a terminal callback triggers one status call (at most one in flight per
+      job: duplicates are coalesced) whose answer resolves the waiters; with
+      the client's ``webhook_confirm=False`` the callback resolves them itself;
+    - a non-terminal (sync mode) callback is a sign of life: it puts the
+      safety-net check later and never replaces a terminal state.
+
+    Serve it in the event loop the client runs in (an app whose lifespan
+    opens the client does). Several worker processes behind one URL each
+    see callbacks about the others' jobs: give them one ``webhook_secret``
+    so that those are answered 200 and ignored; each worker's safety net
+    then finds its own jobs whose callback went elsewhere.
+
+    Args:
+        client: The client whose jobs the callbacks are about. It may be
+            opened later (e.g. in the app's lifespan).
+        max_body_bytes: Largest body read; a longer one is refused unread.
+
+    Raises:
+        InvalidRequestError: `max_body_bytes` is not a positive int.
+    """
+
+    def __init__(self, client: AsyncRealESRGAN, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+            raise InvalidRequestError(f"max_body_bytes must be an int, got {max_body_bytes!r}")
+        if max_body_bytes < 1:
+            raise InvalidRequestError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+        self._client = client
+        self.max_body_bytes = max_body_bytes
+        self._confirming: set[str] = set()
+        self._counts = dict.fromkeys(_COUNTS, 0)
+
+    def __repr__(self) -> str:
+        return f"<WebhookReceiver for {self._client!r}>"
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """What the receiver did so far (a live, read-only view).
+
+        ``accepted``: callbacks answered 200, of which ``ignored`` were about
+        no job of this client; ``confirmations``: status calls made,
+        ``coalesced``: duplicates that found one in flight, ``unconfirmed``:
+        confirmations that found the job not finished (a forgery, or the
+        gateway lagging its own callback). Refused: ``forbidden`` (token),
+        ``too_large``, ``malformed``, ``unavailable`` (client not open).
+        """
+        return MappingProxyType(self._counts)
+
+    def check_token(self, token: str | None) -> bool:
+        """Whether `token` (the last path segment of a callback's URL) is this client's.
+
+        Compared in constant time, so that timing does not reveal the token.
+        """
+        if token is None:
+            return False
+        expected = self._client._webhook_token.encode()
+        return hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected)
+
+    def accept(self, state: JobState) -> None:
+        """Act on a parsed callback, after answering it; returns at once.
+
+        The status call that confirms a terminal state runs in the client's
+        task group. For apps that check the token and parse the body themselves.
+
+        Raises:
+            RuntimeError: The client is not open.
+        """
+        gateway, poller, task_group = self._client._open()
+        self._accept(state, gateway, poller, task_group)
+
+    def _accept(
+        self,
+        state: JobState,
+        gateway: Gateway,
+        poller: Poller,
+        task_group: anyio.abc.TaskGroup,
+    ) -> None:
+        request_id = state.request_id
+        if not (poller.tracks(request_id) or request_id in self._client._unfinished):
+            # Another process's job, a finished one, or a forgery: no call is spent on it.
+            self._counts["ignored"] += 1
+            return
+        if not state.status.is_terminal or not self._client.webhook_confirm:
+            poller.observe(state)
+            return
+        if request_id in self._confirming:
+            self._counts["coalesced"] += 1
+            return
+        self._confirming.add(request_id)
+        self._counts["confirmations"] += 1
+        task_group.start_soon(self._confirm, gateway, poller, request_id)
+
+    async def _confirm(self, gateway: Gateway, poller: Poller, request_id: str) -> None:
+        try:
+            state = await gateway.status(request_id)
+        except (APIError, InvalidRequestError) as exc:
+            # Never raised into the client's task group: the safety net looks again.
+            logger.warning("could not confirm the callback about %s: %s", request_id, exc)
+            return
+        finally:
+            self._confirming.discard(request_id)
+        if not state.status.is_terminal:
+            self._counts["unconfirmed"] += 1
+            logger.warning(
+                "a callback said %s had finished; the gateway says %s (a forgery?)",
+                request_id,
+                state.status.value,
+            )
+        poller.observe(state)
+
+    # ASGI ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection: a callback, or the lifespan when served alone."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["method"] != "POST":
+            await _respond(send, 405, b"method not allowed", [(b"allow", b"POST")])
+            return
+        path: str = scope["path"]  # already percent-decoded by the server
+        if not self.check_token(path.rstrip("/").rpartition("/")[2] or None):
+            self._counts["forbidden"] += 1
+            logger.info("refused a callback: wrong or missing token")
+            await _respond(send, 403, b"forbidden")
+            return
+        try:
+            self._client._open()
+        except RuntimeError:
+            # Starting up or shutting down: the gateway delivers again later.
+            self._counts["unavailable"] += 1
+            await _respond(send, 503, b"not ready", [(b"retry-after", b"1")])
+            return
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return
+        try:
+            state = parse_webhook(body, max_bytes=self.max_body_bytes)
+        except ResponseValidationError as exc:
+            self._counts["malformed"] += 1
+            logger.warning("refused a malformed callback: %s", exc)
+            await _respond(send, 400, str(exc).encode())
+            return
+        self._counts["accepted"] += 1
+        await _respond(send, 200, b"")
+        # Answered: now act. Look the client up again, as it may have closed meanwhile.
+        try:
+            parts = self._client._open()
+        except RuntimeError:
+            self._counts["ignored"] += 1
+            return
+        self._accept(state, *parts)
+
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once a refusal was sent (or the caller left)."""
+        limit = self.max_body_bytes
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length":
+                if not value.isdigit():
+                    self._counts["malformed"] += 1
+                    await _respond(send, 400, b"bad content-length")
+                    return None
+                if int(value) > limit:
+                    await self._too_large(send)
+                    return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # chunked, or a lying Content-Length: stop reading
+                await self._too_large(send)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _too_large(self, send: Send) -> None:
+        self._counts["too_large"] += 1
+        await _respond(send, 413, b"body too large")
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Served on its own (not mounted), the server speaks the lifespan protocol to it.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
