@@ -56,16 +56,29 @@ def check_image_url(value: object, *, field: str = "image") -> str:
 
 def is_private_host(url: str) -> bool:
     """Whether `url` names a host the provider cannot reach: loopback, private, link-local."""
-    host = httpx.URL(url).host
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    address = _address(url)
+    if address is None:
         return False
     return (
         address.is_private or address.is_loopback or address.is_link_local or address.is_unspecified
     )
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether `url` names this machine: ``localhost`` or a loopback address."""
+    address = _address(url)
+    return address is not None and address.is_loopback
+
+
+def _address(url: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address `url`'s host spells (``localhost`` is 127.0.0.1), or None for a name."""
+    host = httpx.URL(url).host
+    if host == "localhost" or host.endswith(".localhost"):
+        return ipaddress.IPv4Address("127.0.0.1")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def same_origin(url: str, base: httpx.URL) -> bool:

@@ -21,7 +21,6 @@ A callback is a hint, never the truth:
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
@@ -37,7 +36,7 @@ from ._exceptions import APIError, InvalidRequestError, ResponseValidationError
 from ._gateway import Gateway
 from ._models import JobState
 from ._poller import Poller
-from ._urls import check_image_url, is_https
+from ._urls import check_image_url, is_https, is_loopback_url
 
 if TYPE_CHECKING:
     from ._client import AsyncRealESRGAN
@@ -95,17 +94,6 @@ def check_secret(secret: object) -> str:
             f"got {len(secret)} characters"
         )
     return secret
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether `url` names this machine: ``localhost`` or a loopback address."""
-    host = httpx.URL(url).host
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_webhook_url(url: object, *, allow_insecure: bool = False) -> str:
