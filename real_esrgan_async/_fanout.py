@@ -271,6 +271,7 @@ class _Engine:
         self._input_error: Exception | None = None  # the caller's iterator failed
         self._send, self.receive = anyio.create_memory_object_stream[Outcome](max_in_flight)
         self.slots = anyio.Semaphore(max_in_flight)
+        self._submit_permits = anyio.Semaphore(client.max_connections)
         self._all_emitted = anyio.Event()
         self.feeder_done = anyio.Event()
         self._scope = anyio.CancelScope()
@@ -347,6 +348,9 @@ class _Engine:
         async_iter = None if sync_iter is not None else aiter(images)  # type: ignore[arg-type]
         while True:
             await self.slots.acquire()
+            # A submit permit too, before pulling: at most `max_connections` submit tasks
+            # exist at once, not one per slot (10,000 waiting tasks cost ~5 KB each).
+            await self._submit_permits.acquire()
             if self._balance_error is not None or self._fatal is not None:
                 return  # 402 or 401/403: pull nothing more; the caller's iterator keeps the rest
             try:
@@ -357,24 +361,30 @@ class _Engine:
                     item = await anext(async_iter)
             except (StopIteration, StopAsyncIteration):
                 self.slots.release()
+                self._submit_permits.release()
                 return
             except Exception as exc:  # noqa: BLE001 - raised once the paid jobs are yielded
                 self.slots.release()
+                self._submit_permits.release()
                 self._input_error = exc
                 return
             index = self._taken
             self._taken += 1
-            self._take(submits, index, item)
+            if not self._take(submits, index, item):
+                self._submit_permits.release()
             if self._scope.cancel_called:
                 return  # the input contradicted the journal, or the journal failed
             if self.journal is not None and self._taken % _SYNC_EVERY == 0:
                 await self.journal.sync()
 
-    def _take(self, submits: anyio.abc.TaskGroup, index: int, item: ImageInput) -> None:
+    def _take(self, submits: anyio.abc.TaskGroup, index: int, item: ImageInput) -> bool:
         """Validate one input; with a journal, submit, watch or replay it as `plan` says.
 
         Synchronous, in the feeder: an input that contradicts the journal ends
         the run before it, or any later input, is submitted.
+
+        Returns:
+            Whether a submit task was started (it then owns the submit permit).
         """
         client = self._client
         try:
@@ -386,25 +396,32 @@ class _Engine:
                 )
         except InvalidRequestError as exc:
             self._emit(Outcome(index, None, error=exc))
-            return
+            return False
         if self.journal is not None:
             try:
                 entry = self.journal.get(index)
                 action = plan(entry, request, resubmit_ambiguous=self._resubmit_ambiguous)
             except JournalError as exc:
                 self._fail(exc)
-                return
+                return False
             if entry is not None and action is Resume.REPLAY:
                 self._emit(replay(entry))
-                return
+                return False
             if entry is not None and entry.request_id is not None and action is Resume.WATCH:
                 # Paid for by an earlier run: poll it, never POST it again.
                 client._unfinished.setdefault(entry.request_id, None)
                 self._watch(index, request, entry.request_id, resumed=True)
-                return
+                return False
         submits.start_soon(self._submit, index, request)
+        return True
 
     async def _submit(self, index: int, request: UpscaleRequest) -> None:
+        try:
+            await self._submit_once(index, request)
+        finally:
+            self._submit_permits.release()
+
+    async def _submit_once(self, index: int, request: UpscaleRequest) -> None:
         client = self._client
         if self._balance_error is not None:
             self._emit(Outcome(index, request, error=self._balance_error))

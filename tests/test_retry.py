@@ -131,3 +131,18 @@ def test_cooldown_without_retry_after_doubles_per_429_in_a_row_and_resets_on_suc
     assert [1.0, 2.0, 4.0] == [cooldown.on_rate_limited(0.0, None) for _ in range(3)]
     cooldown.on_success()
     assert 11.0 == cooldown.on_rate_limited(10.0, None)
+
+
+def test_a_429_to_a_request_sent_before_the_pause_does_not_extend_it() -> None:
+    """The stragglers of a refused burst must not push every window later."""
+    cooldown = Cooldown(POLICY)
+    assert 105.0 == cooldown.on_rate_limited(100.0, 5.0, sent_at=99.9)
+    assert 105.0 == cooldown.on_rate_limited(100.3, 5.0, sent_at=99.95)
+    # A request sent after the pause began and refused again does extend it.
+    assert 110.5 == cooldown.on_rate_limited(105.5, 5.0, sent_at=105.2)
+
+
+def test_a_late_429_after_the_pause_ended_starts_a_new_one() -> None:
+    cooldown = Cooldown(POLICY)
+    cooldown.on_rate_limited(100.0, 5.0, sent_at=99.0)
+    assert 112.0 == cooldown.on_rate_limited(107.0, 5.0, sent_at=98.0)
