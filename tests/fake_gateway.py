@@ -21,9 +21,21 @@ import json
 import httpx
 import respx
 
+from real_esrgan_async import PollPolicy, RetryPolicy
+
 BASE = "https://gateway.test"
 SUBMIT = f"{BASE}/real-esrgan/v1/real-esrgan/generate"
 STATUS_PREFIX = f"{BASE}/v2/requests/status/"
+
+#: Policies that make a fan-out against the fake finish in milliseconds.
+FAST_RETRY = RetryPolicy(base_delay=0.001, max_delay=0.002, default_cooldown=0.001)
+FAST_POLL = PollPolicy(
+    initial_delay=0.002,
+    min_interval=0.001,
+    max_interval=0.01,
+    jitter=0.0,
+    max_checks_per_second=None,
+)
 
 
 class FakeGateway:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 import respx
-from fake_gateway import BASE, FakeGateway
+from fake_gateway import BASE, FAST_POLL, FAST_RETRY, FakeGateway
 
 from real_esrgan_async import (
     AmbiguousSubmitError,
@@ -22,22 +22,11 @@ from real_esrgan_async import (
     JobSystemError,
     JobTimeoutError,
     Outcome,
-    PollPolicy,
-    RetryPolicy,
     Stats,
     UpscaleRequest,
 )
 
 pytestmark = pytest.mark.anyio
-
-FAST_RETRY = RetryPolicy(base_delay=0.001, max_delay=0.002, default_cooldown=0.001)
-FAST_POLL = PollPolicy(
-    initial_delay=0.002,
-    min_interval=0.001,
-    max_interval=0.01,
-    jitter=0.0,
-    max_checks_per_second=None,
-)
 
 
 @pytest.fixture
