@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -117,9 +119,12 @@ def execute_batch(
         async with client:
             progress.start()
             try:
-                await run_batch(
-                    client, inputs, options, report=report, progress=progress, output=output
-                )
+                async with anyio.create_task_group() as run_scope:
+                    run_scope.start_soon(_cancel_on_ctrl_c, run_scope.cancel_scope, report)
+                    await run_batch(
+                        client, inputs, options, report=report, progress=progress, output=output
+                    )
+                    run_scope.cancel_scope.cancel()  # done: stop listening for Ctrl+C
             finally:
                 progress.stop()
 
@@ -138,3 +143,20 @@ def execute_batch(
         print_summary(report, output)
     print_stop(report, output)
     return report.exit_code()
+
+
+async def _cancel_on_ctrl_c(scope: anyio.CancelScope, report: Report) -> None:
+    """Turn the first Ctrl+C into a cancellation of the run.
+
+    A KeyboardInterrupt can be raised in the middle of any unprotected code (on
+    trio, even between a paid POST's answer and the recording of its id); a
+    cancellation unwinds through the library's shields instead, so every paid id
+    is kept. A second Ctrl+C, once this receiver is gone, interrupts as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach only the main thread: Ctrl+C stays a KeyboardInterrupt there
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            report.interrupted = True
+            scope.cancel()
+            return
