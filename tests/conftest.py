@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+# The fake gateway's `fake` and `client` fixtures; a test module may define its own instead.
+pytest_plugins = ["fake_gateway"]
+
 
 @pytest.fixture(
     params=[

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
+import pytest
 import respx
 
-from real_esrgan_async import PollPolicy, RetryPolicy
+from real_esrgan_async import AsyncRealESRGAN, PollPolicy, RetryPolicy
 
 BASE = "https://gateway.test"
 SUBMIT = f"{BASE}/real-esrgan/v1/real-esrgan/generate"
@@ -119,3 +121,22 @@ class FakeGateway:
             else None,
             "created_at": "2026-03-31T10:00:00.000Z",
         }
+
+
+# Fixtures for the tests that drive a client against this fake (registered in conftest.py).
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGateway]:
+    """A fresh fake gateway, mounted on respx for the test's duration."""
+    with respx.mock(assert_all_called=False) as router:
+        yield FakeGateway(router)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncRealESRGAN]:
+    """An open client on the fake gateway, with policies that finish in milliseconds."""
+    async with AsyncRealESRGAN(
+        "key", base_url=BASE, retry=FAST_RETRY, poll=FAST_POLL, max_connections=8
+    ) as client:
+        yield client

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
-import respx
 from fake_gateway import BASE, FAST_POLL, FAST_RETRY, FakeGateway
 
 from real_esrgan_async import (
@@ -27,20 +26,6 @@ from real_esrgan_async import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGateway]:
-    with respx.mock(assert_all_called=False) as router:
-        yield FakeGateway(router)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncRealESRGAN]:
-    async with AsyncRealESRGAN(
-        "key", base_url=BASE, retry=FAST_RETRY, poll=FAST_POLL, max_connections=8
-    ) as client:
-        yield client
 
 
 @pytest.fixture
