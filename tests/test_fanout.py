@@ -23,6 +23,7 @@ from real_esrgan_async import (
     Outcome,
     Stats,
     UpscaleRequest,
+    UpscaleRun,
 )
 
 pytestmark = pytest.mark.anyio
@@ -194,10 +195,23 @@ async def test_cancelling_the_consumer_loses_no_request_id(
     fake: FakeGateway, client: AsyncRealESRGAN
 ) -> None:
     images = [url("stuck", n) for n in range(100)]
-    with anyio.move_on_after(0.1):
-        async with client.upscale_many(images, max_in_flight=10) as run:
-            async for _ in run:
-                pass
+
+    async def consume(scope: anyio.CancelScope) -> None:
+        with scope:
+            async with client.upscale_many(images, max_in_flight=10) as run:
+                runs.append(run)
+                async for _ in run:
+                    pass
+
+    runs: list[UpscaleRun] = []
+    scope = anyio.CancelScope()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume, scope)
+            while len(fake.jobs) < 10:  # noqa: ASYNC110 - the fake has no event to wait on
+                await anyio.sleep(0.005)
+            scope.cancel()
+    [run] = runs
     assert 10 == len(fake.jobs)
     assert set(fake.jobs) == set(run.unfinished_request_ids) == set(client.unfinished_request_ids)
 
