@@ -1,4 +1,10 @@
-"""`AsyncRealESRGAN`: the client users hold."""
+"""`AsyncRealESRGAN`: the client users hold.
+
+It validates what it is given, owns the lifecycle (unopened, open, closed) and
+the `Ledger` of what it paid for; everything that exists only while it is open
+lives in its `Session` (`_session`), which its methods, the fan-out and the
+webhook receiver use through named methods.
+"""
 
 from __future__ import annotations
 
@@ -13,24 +19,28 @@ import anyio
 import anyio.abc
 import httpx
 
-from . import _download
-from ._exceptions import AmbiguousSubmitError, InvalidRequestError
+from . import _download, _options
+from ._exceptions import InvalidRequestError, JobsUnfinishedError
 from ._fanout import UpscaleRun
 from ._gateway import Gateway
 from ._journal import Journal
-from ._models import Job, JobState, Status, UpscaleRequest
-from ._poller import Poller, Resolution, unwrap
+from ._ledger import Ledger
+from ._models import Job, JobState, Outcome, Resolution, UpscaleRequest, unwrap
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
-from ._stats import Counters, Stats
+from ._session import Session, WebhookSettings
+from ._stats import Stats
 from ._urls import check_image_url, is_private_host, same_origin
-from ._webhooks import check_secret, check_webhook_url, new_token, url_with_token
+from ._webhook_urls import check_secret, check_webhook_url, new_token, url_with_token
 
 DEFAULT_BASE_URL = "https://gateway.pixazo.ai"
 API_KEY_ENV = "REAL_ESRGAN_API_KEY"
+BASE_URL_ENV = "REAL_ESRGAN_BASE_URL"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 WebhookMode = Literal["terminal", "sync"]
+WEBHOOK_MODES = ("terminal", "sync")
 ImageInput = str | UpscaleRequest
+_CLOSED_REASON = "the client was closed"
 
 
 class _State(enum.Enum):
@@ -53,7 +63,8 @@ class AsyncRealESRGAN:
         api_key: The gateway key; defaults to the ``REAL_ESRGAN_API_KEY``
             environment variable. It is sent only to `base_url`'s origin and
             never appears in a repr, log line or exception.
-        base_url: The gateway (or an emulator's) origin.
+        base_url: The gateway (or an emulator's) origin; defaults to the
+            ``REAL_ESRGAN_BASE_URL`` environment variable, then the hosted gateway.
         timeout: Per-request timeout, seconds or an `httpx.Timeout`.
         http_client: An `httpx.AsyncClient` to use; the caller keeps it and
             closes it (this client never does).
@@ -86,14 +97,15 @@ class AsyncRealESRGAN:
             submitted or seen finished (keep it quick: it runs in the loop).
 
     Raises:
-        InvalidRequestError: No key was given or found, or an option is invalid.
+        InvalidRequestError: No key was given or found, or an option is invalid
+            (the message says which, and what is allowed).
     """
 
     def __init__(
         self,
         api_key: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         http_client: httpx.AsyncClient | None = None,
         max_connections: int = 16,
@@ -108,45 +120,66 @@ class AsyncRealESRGAN:
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
     ) -> None:
+        owner = "AsyncRealESRGAN"
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if not key:
             raise InvalidRequestError(
                 f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
             )
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise InvalidRequestError(f"max_connections must be an int, got {max_connections!r}")
-        if max_connections < 1:
-            raise InvalidRequestError(f"max_connections must be >= 1, got {max_connections}")
+        if not isinstance(key, str):
+            raise InvalidRequestError(f"{owner}.api_key must be a str, got {type(key).__name__}")
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         check_image_url(base_url, field="base_url")
+        if not isinstance(timeout, httpx.Timeout):
+            _options.number(owner, "timeout", timeout, "> 0 or an httpx.Timeout", lambda v: v > 0)
+        _options.instance(owner, "http_client", http_client, httpx.AsyncClient, optional=True)
+        _options.number(
+            owner, "max_connections", max_connections, ">= 1", lambda v: v >= 1, kind=int
+        )
+        _options.instance(owner, "retry", retry, RetryPolicy, optional=True)
+        _options.instance(owner, "poll", poll, PollPolicy, optional=True)
+        if allow_private_image_hosts is not None:
+            _options.flag(owner, "allow_private_image_hosts", allow_private_image_hosts)
+        _options.choice(owner, "webhook_mode", webhook_mode, WEBHOOK_MODES)
+        _options.flag(owner, "webhook_confirm", webhook_confirm)
+        _options.flag(owner, "allow_insecure_webhooks", allow_insecure_webhooks)
+        _options.number(
+            owner, "max_download_bytes", max_download_bytes, ">= 1", lambda v: v >= 1, kind=int
+        )
+        _options.callable_or_none(owner, "on_progress", on_progress)
+
         self.base_url = httpx.URL(base_url)
         if allow_private_image_hosts is None:
             allow_private_image_hosts = is_private_host(base_url)
         self.allow_private_image_hosts = allow_private_image_hosts
         self.allow_insecure_webhooks = allow_insecure_webhooks
-        self.webhook_url = self._check_webhook(webhook_url, webhook_mode)
+        if webhook_url is not None:
+            webhook_url = check_webhook_url(webhook_url, allow_insecure=allow_insecure_webhooks)
+        self.webhook_url = webhook_url
         self.webhook_mode = webhook_mode
         self.webhook_confirm = webhook_confirm
-        # Never derived from the API key: the callback URL is seen by the provider and
-        # by every proxy and log on its way.
-        self._webhook_token = (
-            new_token() if webhook_secret is None else check_secret(webhook_secret)
-        )
-        self._webhooked: set[str] = set()  # unfinished jobs submitted with a webhook
         self.max_connections = max_connections
         self.max_download_bytes = max_download_bytes
+        # Never derived from the API key: the callback URL is seen by the provider and
+        # by every proxy and log on its way.
+        self._webhooks = WebhookSettings(
+            url=webhook_url,
+            mode=webhook_mode,
+            confirm=webhook_confirm,
+            token=new_token() if webhook_secret is None else check_secret(webhook_secret),
+        )
         self._api_key = key
         self._timeout = timeout
         self._own_http = http_client is None
         self._http = http_client
+        self._http_closed = False
         self._retry = retry or RetryPolicy()
         self._poll_policy = poll or PollPolicy()
-        self._on_progress = on_progress
-        self._counters = Counters()
-        self._unfinished: dict[str, None] = {}
+        self._ledger = Ledger(on_progress=on_progress)
         self._state = _State.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._gateway: Gateway | None = None
-        self._poller: Poller | None = None
+        self._session: Session | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncRealESRGAN base_url={str(self.base_url)!r} state={self._state.value}>"
@@ -166,19 +199,29 @@ class AsyncRealESRGAN:
                     max_keepalive_connections=self.max_connections,
                 ),
             )
-        self._gateway = Gateway(
+        gateway = Gateway(
             self._http,
             base_url=self.base_url,
             api_key=self._api_key,
             limiter=anyio.CapacityLimiter(self.max_connections),
             retry=self._retry,
-            counters=self._counters,
+            counters=self._ledger.counters,
         )
-        self._poller = Poller(self._gateway, self._poll_policy, on_terminal=self._finished)
+        session = Session(
+            gateway=gateway,
+            poll_policy=self._poll_policy,
+            ledger=self._ledger,
+            webhooks=self._webhooks,
+        )
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
+        try:
+            await session.start(task_group)
+        except BaseException as exc:
+            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         self._task_group = task_group
-        task_group.start_soon(self._poller.run, task_group)
+        self._session = session
         self._state = _State.OPEN
         return self
 
@@ -188,41 +231,62 @@ class AsyncRealESRGAN:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            await self.aclose()
+        finally:
+            task_group, self._task_group = self._task_group, None
+            if task_group is not None:
+                await task_group.__aexit__(None, None, None)  # its work has ended
 
     async def aclose(self) -> None:
-        """Stop polling and close the HTTP client (if this client made it). Idempotent.
+        """Close the client: end every wait at once, stop polling, close the HTTP client.
 
-        Jobs still running at the provider are not cancelled there: their ids
-        stay in `unfinished_request_ids`.
+        Idempotent, and callable from any task (an app's shutdown hook, say).
+        Every wait, `upscale` and fan-out still running ends at once with a
+        `JobsUnfinishedError` naming its jobs; a paid POST on the wire is let
+        finish first, so its id is kept. Jobs still running at the provider are
+        not cancelled there: their ids stay in `unfinished_request_ids`. The
+        HTTP client is closed only if this client made it. The client's task
+        group is left when its ``async with`` block ends.
         """
-        if self._state is _State.CLOSED:
-            return
-        was_open = self._state is _State.OPEN
+        if self._state is _State.OPEN:
+            assert self._session is not None
+            self._session.close(_CLOSED_REASON)
         self._state = _State.CLOSED
-        task_group, self._task_group = self._task_group, None
         try:
-            if was_open and task_group is not None:
-                task_group.cancel_scope.cancel()
-                await task_group.__aexit__(None, None, None)
+            if self._session is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._session.wait_closed()
         finally:
+            await self._close_http()
+
+    async def _close_http(self) -> None:
+        if self._own_http and self._http is not None and not self._http_closed:
+            self._http_closed = True
             # Even when the closing task is itself cancelled (Ctrl-C on asyncio cancels
             # it natively), the connections must not leak.
-            if self._own_http and self._http is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._http.aclose()
+            with anyio.CancelScope(shield=True):
+                await self._http.aclose()
 
-    def _open(self) -> tuple[Gateway, Poller, anyio.abc.TaskGroup]:
+    def session(self) -> Session:
+        """The open session: what collaborators such as `WebhookReceiver` use.
+
+        Raises:
+            RuntimeError: The client is not open (yet, or any more).
+        """
         if self._state is _State.OPEN:
-            assert self._gateway is not None
-            assert self._poller is not None
-            assert self._task_group is not None
-            return self._gateway, self._poller, self._task_group
+            assert self._session is not None
+            return self._session
         if self._state is _State.CLOSED:
             raise RuntimeError("this AsyncRealESRGAN is closed; create a new client")
         raise RuntimeError(
             "this AsyncRealESRGAN is not open; use it as `async with AsyncRealESRGAN() as client:`"
         )
+
+    @property
+    def webhooks(self) -> WebhookSettings:
+        """The webhook settings: default URL and mode, confirmation, the secret token."""
+        return self._webhooks
 
     # Single jobs ----------------------------------------------------------------
 
@@ -291,51 +355,17 @@ class AsyncRealESRGAN:
             APIStatusError: The gateway refused (400/401/402/403/429/5xx before sending).
             APIConnectionError: The gateway could not be reached; nothing was paid.
         """
-        gateway, _, _ = self._open()
+        session = self.session()
         request = self.make_request(image, scale=scale, face_enhance=face_enhance)
         headers = self._webhook_headers(webhook_url, webhook_mode)
-        return await self._submit(gateway, request, headers)
+        return await session.submit(request, headers)
 
-    async def _submit(
-        self,
-        gateway: Gateway,
-        request: UpscaleRequest,
-        headers: dict[str, str],
-        *,
-        on_created: Callable[[Job], None] | None = None,
-    ) -> Job:
-        """Submit, keeping the books; `on_created` runs (before any checkpoint) with the job."""
-        webhook = "X-Webhook-URL" in headers
-
-        def created(job: Job) -> None:
-            try:
-                if on_created is not None:
-                    on_created(job)
-            finally:
-                self._created(job, webhook=webhook)  # whatever happens, the paid id is kept
-
-        try:
-            return await gateway.submit(request, extra_headers=headers, on_created=created)
-        except AmbiguousSubmitError:
-            self._counters.ambiguous_submits += 1
-            raise
-
-    def _webhook_headers(self, url: str | None, mode: WebhookMode | None) -> dict[str, str]:
+    def _webhook_headers(self, url: str | None, mode: str | None) -> dict[str, str]:
         if mode is not None:
-            _check_mode(mode)
-        url = self._check_webhook(url, mode or "terminal") if url is not None else self.webhook_url
-        if url is None:
-            return {}
-        return {
-            "X-Webhook-URL": url_with_token(url, self._webhook_token),
-            "X-Webhook-Mode": mode or self.webhook_mode,
-        }
-
-    def _check_webhook(self, url: str | None, mode: str) -> str | None:
-        _check_mode(mode)
-        if url is None:
-            return None
-        return check_webhook_url(url, allow_insecure=self.allow_insecure_webhooks)
+            _options.choice("submit", "webhook_mode", mode, WEBHOOK_MODES)
+        if url is not None:
+            url = check_webhook_url(url, allow_insecure=self.allow_insecure_webhooks)
+        return self._webhooks.headers(url, mode)
 
     def webhook_callback_url(self, webhook_url: str | None = None) -> str:
         """The URL sent as ``X-Webhook-URL``: `webhook_url` plus this client's token.
@@ -355,44 +385,18 @@ class AsyncRealESRGAN:
         if url is None:
             raise InvalidRequestError("no webhook_url: pass one, or configure the client's")
         url = check_webhook_url(url, allow_insecure=self.allow_insecure_webhooks)
-        return url_with_token(url, self._webhook_token)
-
-    def _created(self, job: Job, *, webhook: bool = False) -> None:
-        self._counters.submitted += 1
-        self._unfinished[job.request_id] = None
-        if webhook:
-            self._webhooked.add(job.request_id)
-        self._progress()
-
-    def _finished(self, state: JobState) -> None:
-        self._webhooked.discard(state.request_id)
-        if state.request_id not in self._unfinished:
-            return  # not a job in flight here, or already counted
-        del self._unfinished[state.request_id]
-        if state.status is Status.COMPLETED:
-            self._counters.completed += 1
-        elif state.status is Status.FAILED:
-            self._counters.failed += 1
-        else:
-            self._counters.errored += 1
-        self._progress()
-
-    def _progress(self) -> None:
-        if self._on_progress is not None:
-            self._on_progress(self.stats())
+        return url_with_token(url, self._webhooks.token)
 
     async def status(self, job: Job | str) -> JobState:
         """Fetch a job's current state (one GET, retried on transient failures).
 
         A terminal state seen here also resolves any `wait` on the job.
         """
-        gateway, poller, _ = self._open()
+        session = self.session()
         url = None
         if isinstance(job, Job) and job.polling_url and same_origin(job.polling_url, self.base_url):
             url = job.polling_url  # followed only on the gateway's origin: the key goes with it
-        state = await gateway.status(_request_id(job), url=url)
-        poller.observe(state)
-        return state
+        return await session.status(_request_id(job), url=url)
 
     async def wait(self, job: Job | str, *, timeout: float | None = None) -> JobState:
         """Wait until a job finishes; return its COMPLETED state.
@@ -405,13 +409,13 @@ class AsyncRealESRGAN:
             JobSystemError: The job ended ERROR (not charged; a resubmit may work).
             JobTimeoutError: `timeout` seconds passed; the job still runs and
                 can be waited on again (its id is on the error).
+            JobsUnfinishedError: The client was closed meanwhile (its id is on the error).
             APIStatusError: The gateway refused the status calls (401/403/404).
         """
-        _, poller, _ = self._open()
+        session = self.session()
         request_id = _request_id(job)
-        if timeout is not None and not timeout > 0:
-            raise InvalidRequestError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-        self._unfinished.setdefault(request_id, None)
+        if timeout is not None:
+            _options.number("wait", "timeout", timeout, "> 0 or None", lambda v: v > 0)
         done = anyio.Event()
         outcome: list[Resolution] = []
 
@@ -419,13 +423,11 @@ class AsyncRealESRGAN:
             outcome.append(resolution)
             done.set()
 
-        # A job that reports by webhook is polled only as a safety net.
-        safety_net = request_id in self._webhooked
-        token = poller.watch(request_id, resolved, timeout=timeout, safety_net=safety_net)
+        token = session.watch(request_id, resolved, timeout=timeout)
         try:
             await done.wait()
         finally:
-            poller.unwatch(token)
+            session.unwatch(token)
         return unwrap(outcome[0])
 
     async def upscale(
@@ -436,8 +438,15 @@ class AsyncRealESRGAN:
         face_enhance: bool | None = None,
         timeout: float | None = None,
     ) -> JobState:
-        """Submit one job and wait for it: `submit` then `wait`. Same errors as both."""
+        """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
+
+        Raises:
+            JobsUnfinishedError: The client was closed after the job was paid
+                for; its id is on the error.
+        """
         job = await self.submit(image, scale=scale, face_enhance=face_enhance)
+        if self._state is not _State.OPEN:  # closed while the POST was on the wire
+            raise JobsUnfinishedError((job.request_id,), _CLOSED_REASON)
         return await self.wait(job, timeout=timeout)
 
     def upscale_many(
@@ -488,11 +497,12 @@ class AsyncRealESRGAN:
                 recorded at its index; nothing from there on was submitted.
             JournalError: The journal could not be read or written.
         """
-        _, _, task_group = self._open()
         return UpscaleRun(
-            self,
-            task_group,
+            self.session(),
             images,
+            make_request=self.make_request,
+            headers=self._webhook_headers(None, None),
+            max_connections=self.max_connections,
             scale=scale,
             face_enhance=face_enhance,
             max_in_flight=max_in_flight,
@@ -541,9 +551,9 @@ class AsyncRealESRGAN:
             DownloadError: No output, an expired or failing URL, a body that is
                 not an image, or one larger than `max_bytes`.
         """
-        gateway, _, _ = self._open()
+        session = self.session()
         return await _download.download(
-            gateway,
+            session.gateway,
             state,
             None if dest is None else Path(dest),
             max_bytes=self.max_download_bytes if max_bytes is None else max_bytes,
@@ -552,11 +562,21 @@ class AsyncRealESRGAN:
     @property
     def unfinished_request_ids(self) -> tuple[str, ...]:
         """Jobs this client paid for or waited on and has not yet seen finish."""
-        return tuple(self._unfinished)
+        return self._ledger.unfinished_request_ids
+
+    def take_unconsumed_outcomes(self) -> tuple[Outcome, ...]:
+        """Outcomes that stopped fan-out runs finished but never handed over; then forget them.
+
+        A run stopped by ``break``, a cancellation or ``aclose()`` keeps the
+        outcomes its consumer did not take in `UpscaleRun.unconsumed_outcomes`;
+        they are also kept here, for a run the caller no longer holds (a plain
+        ``async for`` that was left). Each is a finished, paid job.
+        """
+        return self._ledger.take_parked()
 
     def stats(self) -> Stats:
         """A snapshot of this client's counters."""
-        return self._counters.snapshot(in_flight=len(self._unfinished))
+        return self._ledger.stats()
 
 
 def _request_id(job: Job | str) -> str:
@@ -565,8 +585,3 @@ def _request_id(job: Job | str) -> str:
     if isinstance(job, str) and job.strip():
         return job
     raise InvalidRequestError(f"expected a Job or a request_id str, got {job!r}")
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in ("terminal", "sync"):
-        raise InvalidRequestError(f"webhook_mode must be 'terminal' or 'sync', got {mode!r}")

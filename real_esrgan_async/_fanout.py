@@ -1,38 +1,41 @@
 """`upscale_many`: a bounded, lazy fan-out that streams one outcome per input.
 
-How it is put together:
+This is the I/O shell around the pure `RunBook` (`_runbook`), which makes every
+decision: when to pull, what is owed, what to hand over, which error ends the
+run. The shell keeps the streams of control:
 
 - A feeder task, started in the *client's* task group (never in a task group
-  held across a ``yield``), pulls inputs one at a time, and only when one of
-  the `max_in_flight` slots is free: a generator of a million URLs is never
-  materialised.
-- Each input is validated and submitted in its own short task; a submitted
-  job is handed to the client's poller, which calls back when it finishes.
-  No task waits per job: a waiting job costs a scheduler entry and a callback.
-- Outcomes go through a memory stream to the consumer. A slot is freed only
-  when the consumer takes the outcome, so the submitted-unfinished jobs plus
-  the outcomes not yet consumed never exceed `max_in_flight` (and a slow
-  consumer slows submission instead of growing a buffer).
+  held across a ``yield``), pulls inputs one at a time, only when the book says
+  a slot is free: a generator of a million URLs is never materialised.
+- Each input is validated and submitted in its own short task (at most
+  ``max_connections`` exist at once); a submitted job is handed to the session's
+  poller, which calls back when it finishes. No task waits per job.
+- The consumer takes outcomes from the book; taking one frees a slot.
 - Stopping (a ``break``, a cancellation, `aclose()`) stops pulling and
   submitting at once; a paid POST already on the wire finishes and its id is
-  kept. Every submitted but unfinished id stays in `unfinished_request_ids`.
+  kept. Outcomes finished but not taken stay listed
+  (`UpscaleRun.unconsumed_outcomes`, and the client's
+  `take_unconsumed_outcomes`), the ids still running in `unfinished_request_ids`.
 - With a journal, each input is looked up as it is pulled (`plan`): a rerun
   polls the ids still in flight, replays finished outcomes and submits the
-  rest. An input is recorded before its POST (and synced to disk), its id the
-  moment the gateway returns it, its end as it is seen (see `_journal`).
+  rest. An input is recorded (and synced to disk) right before its POST goes on
+  the wire, its id the moment the gateway returns it, its end as it is seen (see
+  `_journal`). A journal the run opened is closed once both the feeder and the
+  consumer are done with it, however the run ended.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 import anyio
 import anyio.abc
 
+from . import _options
 from ._exceptions import (
     AmbiguousSubmitError,
     AuthenticationError,
@@ -40,16 +43,24 @@ from ._exceptions import (
     InvalidRequestError,
     JobsUnfinishedError,
     JournalError,
+    JournalLockedError,
     PermissionDeniedError,
     RealESRGANError,
 )
 from ._journal import Journal, Resume, plan, replay
 from ._journal_sqlite import SQLiteJournal
-from ._models import Job, JobState, Outcome, UpscaleRequest, check_face_enhance, check_scale
-from ._poller import Resolution, unwrap
-
-if TYPE_CHECKING:
-    from ._client import AsyncRealESRGAN, ImageInput
+from ._models import (
+    Job,
+    JobState,
+    Outcome,
+    Resolution,
+    UpscaleRequest,
+    check_face_enhance,
+    check_scale,
+    unwrap,
+)
+from ._runbook import Ending, Phase, RunBook
+from ._session import Session
 
 #: Errors after which every further call would fail too: they end the run. A
 #: journal that cannot be written could no longer keep a rerun from paying twice.
@@ -59,6 +70,27 @@ _FATAL = (AuthenticationError, PermissionDeniedError, JournalError)
 #: short even when a rerun submits nothing (each submit syncs it anyway).
 _SYNC_EVERY = 256
 
+#: How long a run waits for a journal that another run of this process still holds
+#: (it is finishing a POST) before giving up with `JournalLockedError`.
+_OWN_LOCK_WAIT = 10.0
+
+ImageInput = str | UpscaleRequest
+MakeRequest = Callable[..., UpscaleRequest]
+
+
+class _Signal:
+    """Wake whoever waits for "something changed"; no wake-up is lost."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
 
 class UpscaleRun:
     """The async iterator `AsyncRealESRGAN.upscale_many` returns.
@@ -66,9 +98,11 @@ class UpscaleRun:
     Leaving the loop early stops submission: at once when the run was made in
     the ``async for`` line itself (the dropped run stops itself, on CPython),
     and always with ``async with client.upscale_many(...) as run:`` or
-    `aclose()`, which also wait until no POST of the run is on the wire. Either
-    way the ids of jobs submitted but unfinished stay in `unfinished_request_ids`
-    (and in the client's). A cancelled consumer stops the run the same way.
+    `aclose()`, which also wait until no POST of the run is on the wire. A
+    cancelled consumer stops the run the same way. Nothing paid is dropped:
+    outcomes that finished but were not taken are in `unconsumed_outcomes`
+    (and the client's `take_unconsumed_outcomes()`), jobs still running in
+    `unfinished_request_ids` (and the client's).
 
     Raises (from the loop, after the outcomes it could yield):
         InsufficientBalanceError: The wallet ran dry (402): nothing more was
@@ -81,14 +115,19 @@ class UpscaleRun:
         JournalMismatchError: An input differs from the journal's at its index;
             nothing from that index on was submitted.
         JournalError: The journal could not be read or written.
+        When several of these happen, the first in this order wins: the key
+        refused or the journal failed; the client closed; the caller's
+        iterator failed; the wallet ran dry.
     """
 
     def __init__(
         self,
-        client: AsyncRealESRGAN,
-        task_group: anyio.abc.TaskGroup,
+        session: Session,
         images: Iterable[ImageInput] | AsyncIterable[ImageInput],
         *,
+        make_request: MakeRequest,
+        headers: dict[str, str],
+        max_connections: int,
         scale: int | None,
         face_enhance: bool | None,
         max_in_flight: int,
@@ -97,6 +136,7 @@ class UpscaleRun:
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
     ) -> None:
+        owner = "upscale_many"
         if isinstance(images, str | bytes):
             raise InvalidRequestError(
                 "images must be an iterable of URLs or UpscaleRequests, got a single "
@@ -106,20 +146,16 @@ class UpscaleRun:
             raise InvalidRequestError(
                 f"images must be an iterable or async iterable, got {type(images).__name__}"
             )
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
-            raise InvalidRequestError(f"max_in_flight must be an int, got {max_in_flight!r}")
-        if max_in_flight < 1:
-            raise InvalidRequestError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if job_timeout is not None and not job_timeout > 0:
-            raise InvalidRequestError(f"job_timeout must be > 0 seconds or None, got {job_timeout}")
+        _options.number(owner, "max_in_flight", max_in_flight, ">= 1", lambda v: v >= 1, kind=int)
+        _options.number(
+            owner, "job_timeout", job_timeout, "> 0 seconds", lambda v: v > 0, optional=True
+        )
         if scale is not None:
             check_scale(scale)
         if face_enhance is not None:
             check_face_enhance(face_enhance)
-        if not isinstance(resubmit_ambiguous, bool):
-            raise InvalidRequestError(
-                f"resubmit_ambiguous must be a bool, got {type(resubmit_ambiguous).__name__}"
-            )
+        _options.flag(owner, "ordered", ordered)
+        _options.flag(owner, "resubmit_ambiguous", resubmit_ambiguous)
         owned: SQLiteJournal | None = None
         if isinstance(journal, str | os.PathLike):
             journal = owned = SQLiteJournal(journal)  # opened by the run, closed at its end
@@ -127,32 +163,36 @@ class UpscaleRun:
             raise InvalidRequestError(
                 f"journal must be a path or a Journal, got {type(journal).__name__}"
             )
-        self._engine = _Engine(
-            client,
+        self._run = _Run(
+            session,
             images,
+            make_request=make_request,
+            headers=headers,
+            max_connections=max_connections,
             scale=scale,
             face_enhance=face_enhance,
             max_in_flight=max_in_flight,
+            ordered=ordered,
             job_timeout=job_timeout,
             journal=journal,
             owned_journal=owned,
             resubmit_ambiguous=resubmit_ambiguous,
         )
-        self._task_group = task_group
-        self._ordered = ordered
-        self._held: dict[int, Outcome] = {}
-        self._next_index = 0
-        self._started = False
 
     @property
     def unfinished_request_ids(self) -> tuple[str, ...]:
         """Jobs this run submitted (and paid for) that have not been seen finished."""
-        return self._engine.unfinished_request_ids
+        return self._run.unfinished_request_ids
+
+    @property
+    def unconsumed_outcomes(self) -> tuple[Outcome, ...]:
+        """Outcomes finished but not taken when the run stopped (empty while it runs)."""
+        return self._run.unconsumed_outcomes
 
     @property
     def journal(self) -> Journal | None:
         """The run's journal (an `SQLiteJournal` when a path was given), or None."""
-        return self._engine.journal
+        return self._run.journal
 
     def mark_saved(self, outcome: Outcome | int, path: str | os.PathLike[str]) -> None:
         """Record in the journal that `outcome`'s output was saved at `path`.
@@ -169,7 +209,7 @@ class UpscaleRun:
             RuntimeError: The run has no journal, or it is closed.
             JournalError: The journal has no COMPLETED entry at that index.
         """
-        journal = self._engine.journal
+        journal = self._run.journal
         if journal is None:
             raise RuntimeError("this run has no journal; pass journal= to upscale_many")
         index = outcome.index if isinstance(outcome, Outcome) else outcome
@@ -179,29 +219,7 @@ class UpscaleRun:
         return self
 
     async def __anext__(self) -> Outcome:
-        engine = self._engine
-        if not self._started:
-            self._started = True
-            self._task_group.start_soon(engine.feed)
-        try:
-            while self._next_index not in self._held:
-                try:
-                    outcome = await engine.receive.receive()
-                except anyio.EndOfStream:
-                    engine.stop()
-                    await engine.close_journal()
-                    engine.raise_for_end()
-                    raise StopAsyncIteration from None
-                if not self._ordered:
-                    engine.slots.release()
-                    return outcome
-                self._held[outcome.index] = outcome
-        except BaseException:
-            engine.stop()  # cancelled, or the run failed: stop submitting at once
-            raise
-        self._next_index += 1
-        engine.slots.release()
-        return self._held.pop(self._next_index - 1)
+        return await self._run.next_outcome()
 
     async def __aenter__(self) -> Self:
         return self
@@ -216,143 +234,162 @@ class UpscaleRun:
 
     async def aclose(self) -> None:
         """Stop pulling and submitting; return once no POST of this run is on the wire."""
-        self._engine.stop()
-        if self._started:
-            with anyio.CancelScope(shield=True):
-                await self._engine.feeder_done.wait()
-        await self._engine.close_journal()
+        await self._run.finish()
 
     def __del__(self) -> None:
         # A `break` out of `async for ... in client.upscale_many(...)` drops the last
-        # reference here (at once on CPython): stop submitting. The engine, which the
-        # feeder task holds, never holds this object, so this really runs.
-        engine = getattr(self, "_engine", None)
-        if engine is not None:
-            engine.stop()
-            engine.close_journal_now()
+        # reference here (at once on CPython): stop submitting. The `_Run`, which the
+        # tasks hold, never holds this object, so this really runs.
+        run = getattr(self, "_run", None)
+        if run is not None:
+            run.drop()
 
 
-class _Engine:
-    """The feeder and its bookkeeping; tasks in the client's task group hold it."""
+class _Run:
+    """The shell of one run; the tasks of the client's task group hold it."""
 
     def __init__(
         self,
-        client: AsyncRealESRGAN,
+        session: Session,
         images: Iterable[ImageInput] | AsyncIterable[ImageInput],
         *,
+        make_request: MakeRequest,
+        headers: dict[str, str],
+        max_connections: int,
         scale: int | None,
         face_enhance: bool | None,
         max_in_flight: int,
+        ordered: bool,
         job_timeout: float | None,
         journal: Journal | None,
         owned_journal: SQLiteJournal | None,
         resubmit_ambiguous: bool,
     ) -> None:
-        self._client = client
-        self._gateway, self._poller, _ = client._open()
+        self._session = session
+        self._book = RunBook(max_in_flight=max_in_flight, ordered=ordered)
         self._images = images
+        self._make_request = make_request
+        self._headers = headers
         self._scale = scale
         self._face_enhance = face_enhance
-        self._max_in_flight = max_in_flight
         self._job_timeout = job_timeout
         self.journal = journal
         self._owned_journal = owned_journal
         self._resubmit_ambiguous = resubmit_ambiguous
-        self._feeding = False
-        self._pending: dict[str, int] = {}  # submitted, unfinished: request_id -> waiter token
-        self._abandoned: list[str] = []  # ids that landed after the run was stopped
-        self._taken = 0
-        self._emitted = 0
-        self._input_done = False
-        self._stopped = False
-        self._closed = False
-        self._balance_error: InsufficientBalanceError | None = None
-        self._fatal: BaseException | None = None
-        self._input_error: Exception | None = None  # the caller's iterator failed
-        self._send, self.receive = anyio.create_memory_object_stream[Outcome](max_in_flight)
-        self.slots = anyio.Semaphore(max_in_flight)
-        self._submit_permits = anyio.Semaphore(client.max_connections)
-        self._all_emitted = anyio.Event()
-        self.feeder_done = anyio.Event()
-        self._scope = anyio.CancelScope()
+        self._tokens: dict[str, int] = {}  # request_id -> the poller's token, while awaited
+        self._callbacks: dict[str, Callable[[Resolution], None]] = {}  # request_id -> its end
+        self._outcome_ready = _Signal()
+        self._slot_free = _Signal()
+        self._submit_permits = anyio.Semaphore(max_connections)
+        self._scope = anyio.CancelScope()  # the feeder's: cancelled by a stop or a fatal error
+        self._started = False
+        self._feeder_done = anyio.Event()
+        self._consumer_done = False
+        self._journal_closed = False
+        self._close_handle = session.on_close(self._client_closed)
+
+    # What the caller sees -------------------------------------------------------------
 
     @property
     def unfinished_request_ids(self) -> tuple[str, ...]:
-        unfinished = self._client._unfinished  # a job seen finished by anyone is not unfinished
-        return tuple(rid for rid in (*self._pending, *self._abandoned) if rid in unfinished)
+        ledger = self._session.ledger  # a job seen finished by anyone is not unfinished
+        owed = (*self._book.pending, *self._book.abandoned)
+        return tuple(rid for rid in owed if ledger.is_unfinished(rid))
 
-    def stop(self) -> None:
-        """Stop at once: pull, submit and wait for nothing more."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._end()
-        self.receive.close()
+    @property
+    def unconsumed_outcomes(self) -> tuple[Outcome, ...]:
+        if self._book.phase is not Phase.STOPPED:
+            return ()
+        return self._book.unconsumed()
 
-    # A journal the run opened is closed once both sides are done with it: the
-    # feeder (nothing is recorded any more) and the consumer (who marks outputs
-    # saved), whichever ends last. Closing checkpoints the WAL: off the loop.
+    # The consumer's side ----------------------------------------------------------------
 
-    async def close_journal(self) -> None:
-        """Close the run's own journal in a worker thread, if both sides are done."""
-        journal = self._owned_journal
-        if journal is not None and self._stopped and not self._feeding:
+    async def next_outcome(self) -> Outcome:
+        book = self._book
+        if not self._started:
+            self._started = True
+            self._session.start_soon(self._feed)
+        try:
+            while True:
+                outcome = book.next_outcome()
+                if outcome is not None:
+                    self._slot_free.notify()
+                    return outcome
+                if book.over:
+                    await self.finish()
+                    error = book.ending_error()
+                    if error is not None:
+                        raise error
+                    raise StopAsyncIteration
+                await self._outcome_ready.wait()
+        except BaseException:
+            self._stop()  # cancelled, or the run ended: stop submitting at once
+            raise
+
+    async def finish(self) -> None:
+        """Stop, wait until no POST of the run is on the wire, release the journal."""
+        self._stop()
+        if self._started:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(journal.close)
+                await self._feeder_done.wait()
+        await self._close_journal()
 
-    def close_journal_now(self) -> None:
-        """`close_journal`, blocking: for a run dropped without `aclose`."""
-        if self._owned_journal is not None and self._stopped and not self._feeding:
+    def drop(self) -> None:
+        """The caller dropped the run without `finish`: stop, and close what can be closed."""
+        self._stop()
+        if self._owned_journal is not None and self._may_close_journal():
+            self._journal_closed = True
             self._owned_journal.close()
 
-    def raise_for_end(self) -> None:
-        """At the end of the stream, raise what ended the run, if anything did."""
-        if self._fatal is not None:
-            raise self._fatal
-        if self._input_error is not None:
-            raise self._input_error
-        if self._balance_error is not None:
-            raise self._balance_error
+    def _stop(self) -> None:
+        book = self._book
+        if book.phase is Phase.STOPPED:
+            return
+        self._consumer_done = True
+        for request_id in book.stop():
+            self._unwatch(request_id)
+        self._scope.cancel()
+        self._session.remove_close_listener(self._close_handle)
+        self._session.ledger.park(book.unconsumed())
+        self._slot_free.notify()
 
-    # The feeder's side ------------------------------------------------------------
+    # The feeder's side ------------------------------------------------------------------
 
-    async def feed(self) -> None:
-        self._feeding = True
+    async def _feed(self) -> None:
         try:
-            with self._scope:  # cancelled by stop() or _fail(): ends here, quietly
+            with self._scope:  # cancelled by a stop or a fatal error: ends here, quietly
                 if self._owned_journal is not None:
-                    await anyio.to_thread.run_sync(self._owned_journal.open)
+                    await _open_journal(self._owned_journal)
                 async with anyio.create_task_group() as submits:
                     await self._pull(submits)
-                    self._input_done = True
-                    self._check_all_emitted()
-                await self._all_emitted.wait()
-        except anyio.get_cancelled_exc_class():
-            if self._fatal is None and not self._stopped:
-                self._fatal = JobsUnfinishedError(
-                    self.unfinished_request_ids, "the client was closed during the run"
-                )
-            raise
         except Exception as exc:  # noqa: BLE001
-            # Reported to the consumer, never raised into the client's task group.
-            self._fatal = self._fatal or exc
+            # The journal could not be opened: reported to the consumer, never
+            # raised into the client's task group.
+            self._fail(Ending.FATAL, exc)
         finally:
-            self._end()
-            self._feeding = False
-            await self.close_journal()
-            self.feeder_done.set()
+            self._book.input_exhausted()
+            self._outcome_ready.notify()
+            self._feeder_done.set()
+            with anyio.CancelScope(shield=True):
+                await self._close_journal()
 
     async def _pull(self, submits: anyio.abc.TaskGroup) -> None:
+        book = self._book
         images = self._images
         sync_iter = iter(images) if isinstance(images, Iterable) else None
         async_iter = None if sync_iter is not None else aiter(images)  # type: ignore[arg-type]
         while True:
-            await self.slots.acquire()
+            if not book.may_pull():
+                if not book.blocked_by_slots():
+                    return  # stopped, ended by an error, or the wallet is empty
+                await self._slot_free.wait()
+                continue
             # A submit permit too, before pulling: at most `max_connections` submit tasks
             # exist at once, not one per slot (10,000 waiting tasks cost ~5 KB each).
             await self._submit_permits.acquire()
-            if self._balance_error is not None or self._fatal is not None:
-                return  # 402 or 401/403: pull nothing more; the caller's iterator keeps the rest
+            if not book.may_pull():
+                self._submit_permits.release()
+                continue
             try:
                 if sync_iter is not None:
                     item = next(sync_iter)
@@ -360,21 +397,19 @@ class _Engine:
                     assert async_iter is not None
                     item = await anext(async_iter)
             except (StopIteration, StopAsyncIteration):
-                self.slots.release()
                 self._submit_permits.release()
                 return
             except Exception as exc:  # noqa: BLE001 - raised once the paid jobs are yielded
-                self.slots.release()
                 self._submit_permits.release()
-                self._input_error = exc
+                self._fail(Ending.INPUT_FAILED, exc)
                 return
-            index = self._taken
-            self._taken += 1
+            if book.phase is Phase.STOPPED:  # the consumer left while the input was pulled
+                self._submit_permits.release()
+                return
+            index = book.take()
             if not self._take(submits, index, item):
                 self._submit_permits.release()
-            if self._scope.cancel_called:
-                return  # the input contradicted the journal, or the journal failed
-            if self.journal is not None and self._taken % _SYNC_EVERY == 0:
+            if self.journal is not None and book.taken % _SYNC_EVERY == 0:
                 await self.journal.sync()
 
     def _take(self, submits: anyio.abc.TaskGroup, index: int, item: ImageInput) -> bool:
@@ -386,12 +421,11 @@ class _Engine:
         Returns:
             Whether a submit task was started (it then owns the submit permit).
         """
-        client = self._client
         try:
             if isinstance(item, UpscaleRequest):
-                request = client.make_request(item)
+                request = self._make_request(item)
             else:
-                request = client.make_request(
+                request = self._make_request(
                     item, scale=self._scale, face_enhance=self._face_enhance
                 )
         except InvalidRequestError as exc:
@@ -402,15 +436,16 @@ class _Engine:
                 entry = self.journal.get(index)
                 action = plan(entry, request, resubmit_ambiguous=self._resubmit_ambiguous)
             except JournalError as exc:
-                self._fail(exc)
+                self._fail(Ending.FATAL, exc)
                 return False
             if entry is not None and action is Resume.REPLAY:
                 self._emit(replay(entry))
                 return False
             if entry is not None and entry.request_id is not None and action is Resume.WATCH:
                 # Paid for by an earlier run: poll it, never POST it again.
-                client._unfinished.setdefault(entry.request_id, None)
-                self._watch(index, request, entry.request_id, resumed=True)
+                self._session.ledger.adopt(entry.request_id)
+                if self._book.submitted(index, entry.request_id):
+                    self._watch(index, request, entry.request_id, resumed=True)
                 return False
         submits.start_soon(self._submit, index, request)
         return True
@@ -422,46 +457,48 @@ class _Engine:
             self._submit_permits.release()
 
     async def _submit_once(self, index: int, request: UpscaleRequest) -> None:
-        client = self._client
-        if self._balance_error is not None:
-            self._emit(Outcome(index, request, error=self._balance_error))
+        refusal = self._book.submit_refusal()
+        if refusal is not None:  # a 402 was seen: nothing more is submitted
+            self._emit(Outcome(index, request, error=refusal))
             return
         try:
             if self.journal is None:
-                headers = client._webhook_headers(None, None)
-                job = await client._submit(self._gateway, request, headers)
+                job = await self._session.submit(request, self._headers)
             else:
                 job = await self._submit_journaled(self.journal, index, request)
         except InsufficientBalanceError as exc:
-            self._balance_error = exc
+            self._fail(Ending.WALLET_EMPTY, exc)
             self._emit(Outcome(index, request, error=exc))
             return
         except _FATAL as exc:
-            self._fail(exc)
+            self._fail(Ending.FATAL, exc)
             return
         except RealESRGANError as exc:
             self._emit(Outcome(index, request, error=exc))
             return
-        if self._closed:  # stopped, or ended by a fatal error: nobody will take its outcome
-            self._abandoned.append(job.request_id)
-            return
-        self._watch(index, request, job.request_id, resumed=False)
+        if self._book.submitted(index, job.request_id):
+            self._watch(index, request, job.request_id, resumed=False)
 
     async def _submit_journaled(self, journal: Journal, index: int, request: UpscaleRequest) -> Job:
-        """POST in the journal's order: the input on disk first, its id the moment it exists."""
-        client = self._client
+        """POST in the journal's order: the input on disk right before the POST, its id at once."""
         request_id: str | None = None
+        recorded_pending = False
+
+        async def record_pending() -> None:  # inside the connection limiter, after any cooldown
+            nonlocal recorded_pending
+            journal.record_pending(index, request)
+            recorded_pending = True
+            await journal.sync()  # the POST follows: a power cut must not forget the attempt
 
         def recorded(job: Job) -> None:  # called by the gateway before any other task runs
             nonlocal request_id
             request_id = job.request_id
             journal.record_submitted(index, job.request_id)
 
-        journal.record_pending(index, request)
         try:
-            await journal.sync()  # a POST follows: a power cut must not forget the attempt
-            headers = client._webhook_headers(None, None)
-            return await client._submit(self._gateway, request, headers, on_created=recorded)
+            return await self._session.submit(
+                request, self._headers, on_created=recorded, before_send=record_pending
+            )
         except AmbiguousSubmitError as exc:
             journal.record_ambiguous(index, _ambiguity(exc))
             raise
@@ -469,21 +506,31 @@ class _Engine:
             if request_id is None:
                 # Cancelled before sending, or refused: the gateway created no job
                 # (a POST that may have is AmbiguousSubmitError), so a rerun submits it.
-                journal.record_unsent(index)
+                if recorded_pending:
+                    journal.record_unsent(index)
             else:
-                self._abandoned.append(request_id)  # paid, but the journal failed: keep the id
+                self._book.abandon(request_id)  # paid, but the journal failed
             raise
+
+    # Jobs in flight ---------------------------------------------------------------------
 
     def _watch(
         self, index: int, request: UpscaleRequest, request_id: str, *, resumed: bool
     ) -> None:
         done = functools.partial(self._finished, index, request, request_id, resumed)
-        self._pending[request_id] = self._poller.watch(
-            request_id,
-            done,
-            timeout=self._job_timeout,
-            safety_net=request_id in self._client._webhooked,  # it reports by webhook
-        )
+        token = self._session.watch(request_id, done, timeout=self._job_timeout)
+        if request_id in self._book.pending:  # not resolved at once
+            self._tokens[request_id] = token
+            self._callbacks[request_id] = done
+
+    def _unwatch(self, request_id: str) -> None:
+        """Stop awaiting a job; its end, if it is seen anyway, still becomes an outcome."""
+        token = self._tokens.pop(request_id, None)
+        if token is not None:
+            self._session.unwatch(token)
+        done = self._callbacks.pop(request_id, None)
+        if done is not None:
+            self._session.when_seen_finished(request_id, done)
 
     def _finished(
         self,
@@ -493,52 +540,98 @@ class _Engine:
         resumed: bool,
         resolution: Resolution,
     ) -> None:
-        del self._pending[request_id]
-        if self.journal is not None and isinstance(resolution, JobState):
+        self._tokens.pop(request_id, None)
+        self._callbacks.pop(request_id, None)
+        journal_error: JournalError | None = None
+        if (
+            self.journal is not None
+            and isinstance(resolution, JobState)
+            and not self._journal_closed
+        ):
+            # (Seen after the run closed its journal: a rerun polls the job again.)
             try:
                 self.journal.record_finished(index, resolution)
             except JournalError as exc:
-                self._fail(exc)
-                return
+                journal_error = exc
         result: JobState | None = None
         error: BaseException | None = None
         try:
             result = unwrap(resolution)
-        except _FATAL as exc:
-            self._fail(exc)
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            self._fail(Ending.FATAL, exc)  # the job's id stays unfinished, hence reachable
             return
         except Exception as exc:  # noqa: BLE001 - any other error is this input's outcome
             error = exc
-        self._emit(
-            Outcome(
-                index, request, result=result, error=error, request_id=request_id, resumed=resumed
-            )
+        outcome = Outcome(
+            index, request, result=result, error=error, request_id=request_id, resumed=resumed
         )
+        if self._book.finished(request_id, outcome):
+            self._after_emit(outcome)
+        if journal_error is not None:
+            self._fail(Ending.FATAL, journal_error)
 
     def _emit(self, outcome: Outcome) -> None:
-        self._emitted += 1
-        if not self._closed:
-            self._send.send_nowait(outcome)  # never blocks: the buffer has a place per slot
-        self._check_all_emitted()
+        self._book.emit(outcome)
+        self._after_emit(outcome)
 
-    def _check_all_emitted(self) -> None:
-        if self._input_done and self._emitted == self._taken:
-            self._all_emitted.set()
+    def _after_emit(self, outcome: Outcome) -> None:
+        if self._book.phase is Phase.STOPPED:
+            # Nobody will take it from the run: keep it where the client can too.
+            self._session.ledger.park([outcome])
+        self._outcome_ready.notify()
 
-    def _fail(self, exc: BaseException) -> None:
-        """End the run with `exc` (raised to the consumer after what it already has)."""
-        if self._fatal is None:
-            self._fatal = exc
-        self._end()
+    def _fail(self, ending: Ending, error: BaseException) -> None:
+        """End the run with `error` (raised to the consumer after what it already has)."""
+        for request_id in self._book.fail(ending, error):
+            self._unwatch(request_id)
+        if ending.stops_awaiting:
+            self._scope.cancel()  # submit nothing more, not even inputs already taken
+        self._slot_free.notify()
+        self._outcome_ready.notify()
 
-    def _end(self) -> None:
-        """Pull and submit nothing more, stop waiting; unfinished ids stay in `_pending`."""
-        self._scope.cancel()
-        for token in self._pending.values():
-            self._poller.unwatch(token)
-        if not self._closed:
-            self._closed = True
-            self._send.close()
+    def _client_closed(self, reason: str) -> None:
+        ledger = self._session.ledger
+        owed = [*self._book.pending, *self._book.abandoned]
+        self._fail(
+            Ending.CLIENT_CLOSED,
+            JobsUnfinishedError([rid for rid in owed if ledger.is_unfinished(rid)], reason),
+        )
+
+    # The journal ------------------------------------------------------------------------
+
+    def _may_close_journal(self) -> bool:
+        return (
+            not self._journal_closed
+            and self._consumer_done
+            and (not self._started or self._feeder_done.is_set())
+        )
+
+    async def _close_journal(self) -> None:
+        """Close the run's own journal (off the loop) once feeder and consumer are done."""
+        journal = self._owned_journal
+        if journal is not None and self._may_close_journal():
+            self._journal_closed = True
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(journal.close)
+
+
+async def _open_journal(journal: SQLiteJournal) -> None:
+    """Open `journal` in a worker thread, waiting a while if this process holds it.
+
+    A run left with ``break`` releases its journal only once its last POST has
+    returned (its id must be recorded): a rerun started at once in the same
+    process waits for that instead of failing.
+    """
+    deadline = anyio.current_time() + _OWN_LOCK_WAIT
+    while True:
+        try:
+            await anyio.to_thread.run_sync(journal.open)
+        except JournalLockedError as exc:
+            if exc.pid != os.getpid() or anyio.current_time() > deadline:
+                raise
+            await anyio.sleep(0.01)
+        else:
+            return
 
 
 def _ambiguity(exc: AmbiguousSubmitError) -> str:

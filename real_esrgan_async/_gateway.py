@@ -12,7 +12,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote
 
@@ -108,11 +108,16 @@ class Gateway:
         *,
         extra_headers: dict[str, str],
         on_created: Callable[[Job], None],
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Job:
         """POST one paid submit; retried only where no job can have been created.
 
         `on_created` is called synchronously as soon as the job's id is known,
         before any checkpoint, so that cancellation cannot lose a paid job.
+        `before_send` is awaited before each attempt goes on the wire, once the
+        cooldown is over and a connection slot is held (a journal records the
+        attempt there, so that the window in which a crash leaves the input
+        ambiguous is the POST itself, not the queue before it).
 
         Raises:
             AmbiguousSubmitError: The request was sent but its fate is unknown.
@@ -143,6 +148,7 @@ class Gateway:
             json=body,
             image=request.image,
             on_response=created,
+            before_send=before_send,
         )
 
     async def status(
@@ -184,13 +190,16 @@ class Gateway:
         request_id: str | None = None,
         image: str | None = None,
         retry: bool = True,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
+        before_send = before_send or _nothing
         failures = 0
         rate_limited = 0
         while True:
             await self._wait_for_cooldown()
             try:
                 async with self.limiter:
+                    await before_send()
                     sent_at = anyio.current_time()
                     if operation is Operation.SUBMIT:
                         # Once a paid POST is on the wire, cancelling it would lose the
@@ -258,6 +267,10 @@ class Gateway:
         # Re-read after each sleep: another request may have met a later 429 meanwhile.
         while (remaining := self.cooldown.remaining(anyio.current_time())) > 0:  # noqa: ASYNC110
             await anyio.sleep(remaining)
+
+
+async def _nothing() -> None:
+    """The default `before_send`: nothing to do before a request goes out."""
 
 
 def _raise(error: Exception, cause: BaseException) -> NoReturn:

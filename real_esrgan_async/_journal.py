@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import attrs
 
 from ._exceptions import AmbiguousSubmitError, JournalMismatchError, RealESRGANError
-from ._models import JobState, Outcome, Status, UpscaleRequest
-from ._poller import unwrap
+from ._models import JobState, Outcome, Status, UpscaleRequest, unwrap
 
 
 class JournalState(enum.StrEnum):
@@ -173,19 +172,7 @@ def replay(entry: JournalEntry) -> Outcome:
 
 def state_to_json(state: JobState) -> str:
     """`state` as the gateway's status JSON, which `JobState.from_json` reads back."""
-    body: dict[str, Any] = {
-        "request_id": state.request_id,
-        "status": state.status.value,
-        "model_id": state.model_id,
-        "error": state.error,
-        "output": {"media_url": list(state.media_urls), "media_type": state.media_type}
-        if state.media_urls
-        else None,
-    }
-    for name in ("created_at", "updated_at", "completed_at"):
-        value = getattr(state, name)
-        body[name] = None if value is None else value.isoformat()
-    return json.dumps(body, separators=(",", ":"))
+    return json.dumps(state.to_json(), separators=(",", ":"))
 
 
 def state_from_json(text: str) -> JobState:

@@ -13,7 +13,12 @@ from typing import Any
 
 import attrs
 
-from ._exceptions import InvalidRequestError, ResponseValidationError
+from ._exceptions import (
+    InvalidRequestError,
+    JobFailedError,
+    JobSystemError,
+    ResponseValidationError,
+)
 from ._timestamps import parse_timestamp
 from ._urls import check_image_url
 
@@ -158,6 +163,37 @@ class JobState:
             updated_at=_optional_time(body, "updated_at"),
             completed_at=_optional_time(body, "completed_at"),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """This state as the gateway's status JSON: `from_json` reads it back equal."""
+        body: dict[str, Any] = {
+            "request_id": self.request_id,
+            "status": self.status.value,
+            "model_id": self.model_id,
+            "error": self.error,
+            "output": {"media_url": list(self.media_urls), "media_type": self.media_type}
+            if self.media_urls
+            else None,
+        }
+        for name in ("created_at", "updated_at", "completed_at"):
+            value = getattr(self, name)
+            body[name] = None if value is None else value.isoformat()
+        return body
+
+
+#: How a wait on a job ends: its terminal state, or the error that ended the wait
+#: (a timeout, a key refused, an unknown id, the client closing).
+Resolution = JobState | BaseException
+
+
+def unwrap(resolution: Resolution) -> JobState:
+    """Return a COMPLETED state; raise the matching error for anything else."""
+    if isinstance(resolution, BaseException):
+        raise resolution
+    if resolution.status is Status.COMPLETED:
+        return resolution
+    error_cls = JobFailedError if resolution.status is Status.FAILED else JobSystemError
+    raise error_cls(resolution.request_id, resolution.status, resolution.error)
 
 
 @attrs.frozen

@@ -19,14 +19,12 @@ import anyio.abc
 from ._exceptions import (
     APIConnectionError,
     APIError,
-    JobFailedError,
-    JobSystemError,
     JobTimeoutError,
     RateLimitError,
     ServerError,
 )
 from ._gateway import Gateway
-from ._models import JobState, Status
+from ._models import JobState, Resolution
 from ._scheduler import PollPolicy, PollScheduler
 
 #: The shortest sleep of the loop: sleeping to exact sub-millisecond due times
@@ -35,18 +33,7 @@ MIN_SLEEP = 0.005
 
 #: A waiter's callback receives the COMPLETED/FAILED/ERROR state, or the error
 #: that ended the wait (a timeout, a key rejected, an unknown id).
-Resolution = JobState | BaseException
 Callback = Callable[[Resolution], None]
-
-
-def unwrap(resolution: Resolution) -> JobState:
-    """Return a COMPLETED state; raise the matching error for anything else."""
-    if isinstance(resolution, BaseException):
-        raise resolution
-    if resolution.status is Status.COMPLETED:
-        return resolution
-    error_cls = JobFailedError if resolution.status is Status.FAILED else JobSystemError
-    raise error_cls(resolution.request_id, resolution.status, resolution.error)
 
 
 class Poller:
@@ -63,7 +50,7 @@ class Poller:
         self.scheduler = PollScheduler(policy, rng=rng)
         self._gateway = gateway
         self._on_terminal = on_terminal
-        self._waiters: dict[int, tuple[Callback, float | None]] = {}
+        self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
 
@@ -90,7 +77,7 @@ class Poller:
             submitted_at=submitted_at,
             safety_net=safety_net,
         )
-        self._waiters[token] = (callback, timeout)
+        self._waiters[token] = (callback, timeout, request_id)
         self._wake_if_sooner(now)
         return token
 
@@ -105,6 +92,13 @@ class Poller:
         self._feed(state, now)
         # It may have planned the next check of an id whose own check was out.
         self._wake_if_sooner(now)
+
+    def fail_all(self, make_error: Callable[[str], BaseException]) -> None:
+        """End every wait now: each callback gets `make_error(its request_id)`."""
+        waiters, self._waiters = self._waiters, {}
+        for token, (callback, _, request_id) in waiters.items():
+            self.scheduler.remove_waiter(token)
+            callback(make_error(request_id))
 
     def tracks(self, request_id: str) -> bool:
         """Whether someone here waits on `request_id`."""

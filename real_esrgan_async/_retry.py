@@ -23,6 +23,8 @@ from email.utils import parsedate_to_datetime
 
 import attrs
 
+from ._options import field
+
 
 class Failure(enum.Enum):
     """What went wrong with one attempt, as far as the client can tell."""
@@ -41,16 +43,6 @@ class Operation(enum.Enum):
     READ = "read"  # a status GET or a media download: free and idempotent
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an int >= 1, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How hard to try a request before giving up.
@@ -61,18 +53,18 @@ class RetryPolicy:
         max_delay: Cap of the exponential backoff, in seconds.
         max_retry_after: Longest ``Retry-After`` honoured, in seconds; a longer
             one is cut to this.
-            default_cooldown: Pause after a 429 that names no ``Retry-After``.
+        default_cooldown: Pause after a 429 that names no ``Retry-After``.
         max_rate_limited: 429 answers tolerated for one request before giving
             up; counted apart from other failures, since a 429 costs nothing
             and the shared cooldown already spaces the attempts.
     """
 
-    max_attempts: int = attrs.field(default=5, validator=_at_least_one)
-    base_delay: float = attrs.field(default=0.5, validator=_positive)
-    max_delay: float = attrs.field(default=30.0, validator=_positive)
-    max_retry_after: float = attrs.field(default=120.0, validator=_positive)
-    default_cooldown: float = attrs.field(default=1.0, validator=_positive)
-    max_rate_limited: int = attrs.field(default=30, validator=_at_least_one)
+    max_attempts: int = field(5, ">= 1", lambda p, v: v >= 1, kind=int)
+    base_delay: float = field(0.5, "> 0", lambda p, v: v > 0)
+    max_delay: float = field(30.0, "> 0", lambda p, v: v > 0)
+    max_retry_after: float = field(120.0, "> 0", lambda p, v: v > 0)
+    default_cooldown: float = field(1.0, "> 0", lambda p, v: v > 0)
+    max_rate_limited: int = field(30, ">= 1", lambda p, v: v >= 1, kind=int)
 
 
 @attrs.frozen

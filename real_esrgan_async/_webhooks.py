@@ -23,23 +23,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import secrets
-import string
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import anyio.abc
-import httpx
-
-from ._exceptions import APIError, InvalidRequestError, ResponseValidationError
-from ._gateway import Gateway
+from . import _options
+from ._exceptions import ResponseValidationError
 from ._models import JobState
-from ._poller import Poller
-from ._urls import check_image_url, is_https, is_loopback_url
-
-if TYPE_CHECKING:
-    from ._client import AsyncRealESRGAN
+from ._session import Session, WebhookSettings
 
 logger = logging.getLogger("real_esrgan_async")
 
@@ -47,10 +38,6 @@ logger = logging.getLogger("real_esrgan_async")
 MAX_BODY_BYTES = 64 * 1024
 #: Longest ``request_id`` accepted in a callback (the gateway's are about 50 characters).
 MAX_REQUEST_ID_LENGTH = 256
-#: Shortest ``webhook_secret`` accepted: 128 bits of base64.
-MIN_SECRET_LENGTH = 22
-
-_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 _COUNTS = (
     "accepted",
     "ignored",
@@ -68,64 +55,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-
-# URLs and tokens -------------------------------------------------------------------
-
-
-def new_token() -> str:
-    """A fresh, unguessable token for one client's callback URLs (256 random bits)."""
-    return secrets.token_urlsafe(32)
-
-
-def check_secret(secret: object) -> str:
-    """Return `secret` if it can serve as the token shared by several processes.
-
-    Raises:
-        InvalidRequestError: It is not a str of at least `MIN_SECRET_LENGTH`
-            URL-safe characters (letters, digits, ``-``, ``_``).
-    """
-    if not isinstance(secret, str):
-        raise InvalidRequestError(f"webhook_secret must be a str, got {type(secret).__name__}")
-    if len(secret) < MIN_SECRET_LENGTH or not _TOKEN_CHARS.issuperset(secret):
-        raise InvalidRequestError(
-            f"webhook_secret must be at least {MIN_SECRET_LENGTH} URL-safe characters "
-            "(letters, digits, '-', '_'), e.g. from secrets.token_urlsafe(32); "
-            f"got {len(secret)} characters"
-        )
-    return secret
-
-
-def check_webhook_url(url: object, *, allow_insecure: bool = False) -> str:
-    """Return `url` if the gateway can POST callbacks to it.
-
-    Args:
-        url: The receiver's public URL.
-        allow_insecure: Also accept ``http://`` to a loopback host (for tests
-            against the emulator; the real gateway rejects any ``http://``).
-
-    Raises:
-        InvalidRequestError: It is not an absolute https URL (or, with
-            `allow_insecure`, an http URL to a loopback host).
-    """
-    checked = check_image_url(url, field="webhook_url")
-    if is_https(checked) or (allow_insecure and is_loopback_url(checked)):
-        return checked
-    hint = (
-        "only loopback hosts may use http:// with allow_insecure_webhooks=True"
-        if allow_insecure
-        else "http:// to a loopback host is allowed with allow_insecure_webhooks=True, for tests"
-    )
-    raise InvalidRequestError(
-        f"webhook_url must be an https:// URL (the gateway rejects http), got {checked[:80]!r}; "
-        + hint
-    )
-
-
-def url_with_token(url: str, token: str) -> str:
-    """`url` with `token` appended as its last path segment (any query is kept)."""
-    parsed = httpx.URL(url)
-    return str(parsed.copy_with(path=parsed.path.rstrip("/") + "/" + token))
 
 
 # Parsing -----------------------------------------------------------------------------
@@ -178,6 +107,19 @@ def parse_webhook(
 # The receiver ------------------------------------------------------------------------
 
 
+class SessionOwner(Protocol):
+    """What the receiver needs of a client (`AsyncRealESRGAN` is one)."""
+
+    @property
+    def webhooks(self) -> WebhookSettings:
+        """The client's webhook settings, its token among them."""
+        ...
+
+    def session(self) -> Session:
+        """The open session; raises `RuntimeError` when the client is not open."""
+        ...
+
+
 class WebhookReceiver:
     """An ASGI app that takes the gateway's callbacks for one client.
 
@@ -198,6 +140,11 @@ class WebhookReceiver:
     - a terminal callback triggers one status call (at most one in flight per
       job: duplicates are coalesced) whose answer resolves the waiters; with
       the client's ``webhook_confirm=False`` the callback resolves them itself;
+      if that call says the job still runs (the gateway lagging its own
+      callback), the job is checked again soon, a few times, not left to the
+      safety net;
+    - a terminal callback that arrives before the submit's answer was read is
+      kept, and acted on as soon as the submit returns its id;
     - a non-terminal (sync mode) callback is a sign of life: it puts the
       safety-net check later and never replaces a terminal state.
 
@@ -216,14 +163,12 @@ class WebhookReceiver:
         InvalidRequestError: `max_body_bytes` is not a positive int.
     """
 
-    def __init__(self, client: AsyncRealESRGAN, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
-        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
-            raise InvalidRequestError(f"max_body_bytes must be an int, got {max_body_bytes!r}")
-        if max_body_bytes < 1:
-            raise InvalidRequestError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
+    def __init__(self, client: SessionOwner, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        _options.number(
+            "WebhookReceiver", "max_body_bytes", max_body_bytes, ">= 1", lambda v: v >= 1, kind=int
+        )
         self._client = client
         self.max_body_bytes = max_body_bytes
-        self._confirming: set[str] = set()
         self._counts = dict.fromkeys(_COUNTS, 0)
 
     def __repr__(self) -> str:
@@ -249,7 +194,7 @@ class WebhookReceiver:
         """
         if token is None:
             return False
-        expected = self._client._webhook_token.encode()
+        expected = self._client.webhooks.token.encode()
         return hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected)
 
     def accept(self, state: JobState) -> None:
@@ -261,48 +206,7 @@ class WebhookReceiver:
         Raises:
             RuntimeError: The client is not open.
         """
-        gateway, poller, task_group = self._client._open()
-        self._accept(state, gateway, poller, task_group)
-
-    def _accept(
-        self,
-        state: JobState,
-        gateway: Gateway,
-        poller: Poller,
-        task_group: anyio.abc.TaskGroup,
-    ) -> None:
-        request_id = state.request_id
-        if not (poller.tracks(request_id) or request_id in self._client._unfinished):
-            # Another process's job, a finished one, or a forgery: no call is spent on it.
-            self._counts["ignored"] += 1
-            return
-        if not state.status.is_terminal or not self._client.webhook_confirm:
-            poller.observe(state)
-            return
-        if request_id in self._confirming:
-            self._counts["coalesced"] += 1
-            return
-        self._confirming.add(request_id)
-        self._counts["confirmations"] += 1
-        task_group.start_soon(self._confirm, gateway, poller, request_id)
-
-    async def _confirm(self, gateway: Gateway, poller: Poller, request_id: str) -> None:
-        try:
-            state = await gateway.status(request_id)
-        except (APIError, InvalidRequestError) as exc:
-            # Never raised into the client's task group: the safety net looks again.
-            logger.warning("could not confirm the callback about %s: %s", request_id, exc)
-            return
-        finally:
-            self._confirming.discard(request_id)
-        if not state.status.is_terminal:
-            self._counts["unconfirmed"] += 1
-            logger.warning(
-                "a callback said %s had finished; the gateway says %s (a forgery?)",
-                request_id,
-                state.status.value,
-            )
-        poller.observe(state)
+        self._client.session().accept_callback(state, self._counts)
 
     # ASGI ------------------------------------------------------------------------------
 
@@ -324,7 +228,7 @@ class WebhookReceiver:
             await _respond(send, 403, b"forbidden")
             return
         try:
-            self._client._open()
+            session = self._client.session()
         except RuntimeError:
             # Starting up or shutting down: the gateway delivers again later.
             self._counts["unavailable"] += 1
@@ -342,13 +246,11 @@ class WebhookReceiver:
             return
         self._counts["accepted"] += 1
         await _respond(send, 200, b"")
-        # Answered: now act. Look the client up again, as it may have closed meanwhile.
-        try:
-            parts = self._client._open()
-        except RuntimeError:
+        # Answered: now act, unless the client closed meanwhile.
+        if session.closed:
             self._counts["ignored"] += 1
             return
-        self._accept(state, *parts)
+        session.accept_callback(state, self._counts)
 
     async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or None once a refusal was sent (or the caller left)."""

@@ -144,7 +144,7 @@ async def test_rejected_inputs_are_outcomes_and_cost_nothing(
 async def test_bad_arguments_are_refused_before_anything_runs(client: AsyncRealESRGAN) -> None:
     with pytest.raises(InvalidRequestError, match="got a single str; wrap it in a list"):
         client.upscale_many("https://img.test/ok/1.png")
-    with pytest.raises(InvalidRequestError, match="max_in_flight must be >= 1, got 0"):
+    with pytest.raises(InvalidRequestError, match=r"max_in_flight must be an int >= 1, got 0"):
         client.upscale_many([], max_in_flight=0)
     with pytest.raises(InvalidRequestError, match="scale must be one of"):
         client.upscale_many([], scale=7)
@@ -174,7 +174,7 @@ async def test_breaking_out_stops_submission_and_reports_unfinished_ids(
     assert set(fake.jobs) - {o for o in fake.jobs if fake.jobs[o].get("reported")} >= unfinished
     await anyio.sleep(0.05)
     assert posts == sum(fake.posts_per_image.values())  # nothing more was submitted
-    assert 0 == client._poller.scheduler.waiting  # type: ignore[union-attr]  # no one polls them
+    assert 0 == client.session().poller.scheduler.waiting  # no one polls them
 
 
 async def test_a_plain_break_stops_submission_too(

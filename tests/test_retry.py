@@ -107,7 +107,9 @@ def test_retry_after_reads_seconds_and_http_dates(
 def test_policy_validation_says_what_is_allowed() -> None:
     with pytest.raises(ValueError, match="max_attempts must be an int >= 1, got 0"):
         RetryPolicy(max_attempts=0)
-    with pytest.raises(ValueError, match="base_delay must be > 0, got -1"):
+    with pytest.raises(
+        ValueError, match=r"RetryPolicy\.base_delay must be a finite number > 0, got -1"
+    ):
         RetryPolicy(base_delay=-1)
 
 

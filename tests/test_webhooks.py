@@ -387,7 +387,7 @@ async def test_the_receiver_answers_503_while_its_client_is_not_open(fake: FakeG
 
 def test_max_body_bytes_must_be_a_positive_int(fake: FakeGateway) -> None:
     client = make_client(fake)
-    with pytest.raises(InvalidRequestError, match="max_body_bytes must be >= 1"):
+    with pytest.raises(InvalidRequestError, match=r"max_body_bytes must be an int >= 1"):
         WebhookReceiver(client, max_body_bytes=0)
     with pytest.raises(InvalidRequestError, match="must be an int"):
         WebhookReceiver(client, max_body_bytes=1.5)  # type: ignore[arg-type]
