@@ -33,12 +33,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._core import Core
 from ._faults import DroppedResponse
 from ._fetch import fetch_input
-from ._images import InputError, Upscaled, upscale
-from ._jobs import Job, status_body
+from ._images import UnprocessableInputError, Upscaled, upscale
+from ._jobs import EmulatedJob, status_body
 from ._ratelimit import retry_after_header
 from ._samples import load_sample, media_type_of
 from ._state import InsufficientBalance, RateLimited
-from ._validation import BadRequestError, image_of, parse_submit_body, parse_webhook
+from ._validation import SubmitRejectedError, image_of, parse_callback_target, parse_submit_body
 from ._webhooks import WebhookDispatcher
 
 __all__ = ["SUBMIT_PATH", "build_app"]
@@ -139,8 +139,10 @@ class _Api:
             )
         try:
             body = parse_submit_body(raw)
-            webhook = parse_webhook(request.headers, allow_http_loopback=config.allow_http_webhooks)
-        except BadRequestError as exc:
+            webhook = parse_callback_target(
+                request.headers, allow_http_loopback=config.allow_http_webhooks
+            )
+        except SubmitRejectedError as exc:
             return self._error(400, "Bad Request", str(exc))
         runtime = self.runtime
         if runtime is None and (config.fetch_inputs or webhook is not None):
@@ -188,7 +190,7 @@ class _Api:
             202,
         )
 
-    def _start(self, job: Job, runtime: _Runtime | None) -> None:
+    def _start(self, job: EmulatedJob, runtime: _Runtime | None) -> None:
         """Set a new job's background work going: its input processing and its webhooks."""
         if runtime is None:
             return  # fetch_inputs is off and there is no webhook: nothing runs in background
@@ -200,7 +202,7 @@ class _Api:
             assert job.end_at is not None
             runtime.dispatcher.schedule_terminal(job.request_id, job.end_at)
 
-    async def _process(self, job: Job, runtime: _Runtime) -> None:
+    async def _process(self, job: EmulatedJob, runtime: _Runtime) -> None:
         """Download and upscale a job's input, then record its outcome."""
         result: Upscaled | str
         async with runtime.work_limiter:
@@ -213,7 +215,7 @@ class _Api:
                 result = await anyio.to_thread.run_sync(
                     functools.partial(upscale, data, job.scale, face_enhance=job.face_enhance)
                 )
-            except InputError as exc:
+            except UnprocessableInputError as exc:
                 result = exc.message
             except Exception as exc:  # one bad input must not stop the server
                 _logger.exception("processing %s failed unexpectedly", job.request_id)

@@ -9,7 +9,7 @@ from ._app import build_app
 from ._config import EmulatorConfig
 from ._core import Core
 from ._faults import install_drop_log_filter
-from ._jobs import Status, status_at
+from ._jobs import JobStatus, status_at
 from ._samples import FAILURE_SAMPLES, SAMPLE_NAMES, sample_url
 from ._stats import EmulatorStats
 
@@ -32,7 +32,7 @@ class JobSnapshot:
     """
 
     request_id: str
-    status: Status
+    status: JobStatus
     image: str
     scale: int
     face_enhance: bool

@@ -10,7 +10,7 @@ import http
 
 import httpx
 
-from ._images import InputError
+from ._images import UnprocessableInputError
 
 __all__ = ["fetch_input"]
 
@@ -34,13 +34,13 @@ async def fetch_input(client: httpx.AsyncClient, url: str, *, max_bytes: int) ->
         The body.
 
     Raises:
-        InputError: If the URL is unreachable, answers non-2xx, or is too large.
+        UnprocessableInputError: If the URL is unreachable, answers non-2xx, or is too large.
     """
     try:
         async with client.stream("GET", url) as response:
             if not response.is_success:
                 kind = "Client" if response.status_code < 500 else "Server"
-                raise InputError(
+                raise UnprocessableInputError(
                     f"Failed to download input image: {response.status_code} {kind} Error: "
                     f"{_reason(response.status_code)} for url: {url}"
                 )
@@ -49,12 +49,12 @@ async def fetch_input(client: httpx.AsyncClient, url: str, *, max_bytes: int) ->
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise InputError(
+                    raise UnprocessableInputError(
                         f"Failed to download input image: larger than {max_bytes} bytes: {url}"
                     )
                 chunks.append(chunk)
     except httpx.HTTPError as exc:
-        raise InputError(
+        raise UnprocessableInputError(
             f"Failed to download input image: {type(exc).__name__}: {str(exc) or 'no details'} "
             f"for url: {url}"
         ) from None

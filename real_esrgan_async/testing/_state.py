@@ -18,9 +18,9 @@ import attrs
 from ._config import EmulatorConfig
 from ._ids import RequestIdFactory
 from ._images import Upscaled
-from ._jobs import Job, Outcome, status_at
+from ._jobs import EmulatedJob, JobOutcome, status_at
 from ._ratelimit import SlidingWindowLimiter
-from ._stats import Counters, EmulatorStats
+from ._stats import EmulatorCounters, EmulatorStats
 from ._timing import (
     FAILURE_SECONDS,
     cuda_oom_message,
@@ -28,7 +28,7 @@ from ._timing import (
     processing_seconds,
     queue_wait_seconds,
 )
-from ._validation import SubmitRequest, WebhookTarget
+from ._validation import CallbackTarget, SubmitRequest
 from ._wallet import Wallet
 
 __all__ = ["EmulatorState", "InsufficientBalance", "RateLimited"]
@@ -67,10 +67,10 @@ class EmulatorState:
         self.fault_rng = random.Random(master.getrandbits(64))
         self._ids = RequestIdFactory(random.Random(master.getrandbits(64)))
         self._tiny_output = tiny_output
-        self.counters = Counters()
+        self.counters = EmulatorCounters()
         self.wallet = Wallet(config.wallet_balance, config.price_per_image)
         self.limiter = SlidingWindowLimiter(config.rate_limit, config.rate_limit_window)
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, EmulatedJob] = {}
         self._seq = itertools.count()
         self._terminals: list[tuple[float, int, str]] = []
         self._expiries: list[tuple[float, int, str]] = []
@@ -111,8 +111,8 @@ class EmulatorState:
         request: SubmitRequest,
         *,
         base_url: str,
-        webhook: WebhookTarget | None,
-    ) -> Job | RateLimited | InsufficientBalance:
+        webhook: CallbackTarget | None,
+    ) -> EmulatedJob | RateLimited | InsufficientBalance:
         """Create and charge a job, unless the rate limit or the wallet refuses.
 
         Args:
@@ -134,7 +134,7 @@ class EmulatorState:
         scale = self.config.time_scale
         rng = self._job_rng
         errors = self.config.error_rate > 0 and rng.random() < self.config.error_rate
-        job = Job(
+        job = EmulatedJob(
             request_id=self._ids.next_id(wall_now),
             image=request.image,
             scale=request.scale,
@@ -156,7 +156,7 @@ class EmulatorState:
             self._plan_end(job, now, NOMINAL_INPUT_PIXELS, side * side, self._tiny_output)
         return job
 
-    def finish(self, job: Job, now: float, result: Upscaled | str) -> float | None:
+    def finish(self, job: EmulatedJob, now: float, result: Upscaled | str) -> float | None:
         """Record the processed input of ``job`` (an output, or the FAILED message).
 
         Returns:
@@ -171,7 +171,7 @@ class EmulatorState:
         return self._plan_end(job, now, result.input_pixels, result.output_pixels, result.png)
 
     def _plan_end(
-        self, job: Job, now: float, input_pixels: int, output_pixels: int, png: bytes
+        self, job: EmulatedJob, now: float, input_pixels: int, output_pixels: int, png: bytes
     ) -> float:
         seconds = processing_seconds(
             input_pixels,
@@ -187,7 +187,9 @@ class EmulatorState:
             self._settle(job, "COMPLETED", None, png)
         return job.end_at
 
-    def _settle(self, job: Job, outcome: Outcome, error: str | None, png: bytes | None) -> None:
+    def _settle(
+        self, job: EmulatedJob, outcome: JobOutcome, error: str | None, png: bytes | None
+    ) -> None:
         assert job.end_at is not None
         job.outcome = outcome
         job.error = error

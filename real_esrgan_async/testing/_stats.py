@@ -1,7 +1,7 @@
 """What the emulator counts, and the frozen snapshot tests read from another thread.
 
-``Counters`` is mutated under the emulator's lock; ``EmulatorStats`` is an immutable copy taken
-under the same lock, so a test thread never sees a half-updated set of numbers.
+``EmulatorCounters`` is mutated under the emulator's lock; ``EmulatorStats`` is an immutable
+copy taken under the same lock, so a test thread never sees a half-updated set of numbers.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Counters", "EmulatorStats"]
+__all__ = ["EmulatorCounters", "EmulatorStats"]
 
 
 @attrs.define
-class Counters:
+class EmulatorCounters:
     """Mutable counters; see ``EmulatorStats`` for their meaning."""
 
     submits_received: int = 0
@@ -133,7 +133,7 @@ class EmulatorStats:
     @classmethod
     def from_counters(
         cls,
-        counters: Counters,
+        counters: EmulatorCounters,
         *,
         wallet_balance: float | None,
         amount_charged: float,

@@ -20,7 +20,7 @@ from emulator_helpers import (
 from PIL import Image
 
 from real_esrgan_async.testing import RunningEmulator, running_emulator
-from real_esrgan_async.testing._images import UNDECODABLE_MESSAGE, InputError, upscale
+from real_esrgan_async.testing._images import UNDECODABLE_MESSAGE, UnprocessableInputError, upscale
 from real_esrgan_async.testing._samples_gen import BUNDLED
 
 OVERSIZED_MESSAGE = (
@@ -116,7 +116,7 @@ def test_oversized_input_fails_with_the_models_message(shared_gateway: RunningEm
 def test_oversized_grayscale_shape_has_no_channel_axis() -> None:
     """numpy gives a grayscale image a 2-D shape, and so does the message."""
     data = png_bytes(Image.new("L", (1500, 1500)))
-    with pytest.raises(InputError) as failure:
+    with pytest.raises(UnprocessableInputError) as failure:
         upscale(data, 4, face_enhance=False)
     assert failure.value.message.startswith(
         "Input image of dimensions (1500, 1500) has a total number of pixels 2250000 greater"
@@ -140,7 +140,7 @@ def test_undecodable_input_fails_with_the_models_message(shared_gateway: Running
 def test_truncated_image_is_undecodable() -> None:
     """A real PNG cut in half fails like any undecodable input."""
     data = png_bytes(Image.effect_noise((64, 64), 50))
-    with pytest.raises(InputError) as failure:
+    with pytest.raises(UnprocessableInputError) as failure:
         upscale(data[: len(data) // 2], 2, face_enhance=False)
     assert UNDECODABLE_MESSAGE == failure.value.message
 
