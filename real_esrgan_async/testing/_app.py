@@ -33,12 +33,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._core import Core
 from ._faults import DroppedResponse
 from ._fetch import fetch_input
-from ._images import UnprocessableInputError, Upscaled, upscale
+from ._images import MAX_INPUT_PIXELS, UnprocessableInputError, Upscaled, upscale
 from ._jobs import EmulatedJob, status_body
 from ._ratelimit import retry_after_header
 from ._samples import load_sample, media_type_of
 from ._state import InsufficientBalance, RateLimited
-from ._validation import SubmitRejectedError, image_of, parse_callback_target, parse_submit_body
+from ._validation import (
+    SubmitRejectedError,
+    image_of,
+    megapixels_hint,
+    parse_callback_target,
+    parse_submit_body,
+)
 from ._webhooks import WebhookDispatcher
 
 __all__ = ["SUBMIT_PATH", "build_app"]
@@ -142,6 +148,12 @@ class _Api:
             webhook = parse_callback_target(
                 request.headers, allow_http_loopback=config.allow_http_webhooks
             )
+            # Only an emulator that does not look at the input needs to be told its size.
+            megapixels = (
+                None
+                if config.fetch_inputs
+                else megapixels_hint(body.image, limit=MAX_INPUT_PIXELS / 1e6)
+            )
         except SubmitRejectedError as exc:
             return self._error(400, "Bad Request", str(exc))
         runtime = self.runtime
@@ -161,7 +173,12 @@ class _Api:
         now = self.core.now()
         with self.core.locked() as state:
             created = state.try_create(
-                now, now + self.core.wall_offset, body, base_url=base_url, webhook=webhook
+                now,
+                now + self.core.wall_offset,
+                body,
+                base_url=base_url,
+                webhook=webhook,
+                megapixels=megapixels,
             )
         if isinstance(created, RateLimited):
             seconds = retry_after_header(created.retry_after)

@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 import attrs
 
+from ._images import MAX_INPUT_PIXELS
+from ._timing import DEFAULT_NOMINAL_MEGAPIXELS
+
 __all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "TimestampFormat"]
 
 DEFAULT_API_KEY = "emulator-key"
@@ -86,6 +89,33 @@ def _bool(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise TypeError(f"{attribute.name} must be a bool, got {value!r}")
 
 
+_MAX_MEGAPIXELS = MAX_INPUT_PIXELS / 1e6
+
+
+def _to_megapixels(value: Any) -> Any:
+    # A JSON config (a benchmark's server process) brings the range as a list.
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _megapixels(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    allowed = (
+        f"a number of megapixels in (0, {_MAX_MEGAPIXELS}] or a (low, high) range of two such "
+        "numbers with low <= high"
+    )
+    sizes = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) and len(value) != 2:
+        raise ValueError(f"{attribute.name} must be {allowed}, got {value!r}")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int | float):
+            raise TypeError(f"{attribute.name} must be {allowed}, got {value!r}")
+        if not (math.isfinite(size) and 0 < size <= _MAX_MEGAPIXELS):
+            raise ValueError(f"{attribute.name} must be {allowed}, got {value!r}")
+    if isinstance(value, tuple) and value[0] > value[1]:
+        raise ValueError(f"{attribute.name} must be {allowed}, got {value!r}")
+
+
 def _timestamp_format(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in _TIMESTAMP_FORMATS:
         raise ValueError(f"{attribute.name} must be one of {_TIMESTAMP_FORMATS}, got {value!r}")
@@ -113,6 +143,12 @@ class EmulatorConfig:
         rate_limit_window: Length of the sliding rate-limit window, in seconds.
         fetch_inputs: When false, inputs are neither fetched nor decoded and every job (bar
             the injected ERRORs) completes with a tiny fixed image: for throughput benchmarks.
+            Jobs are then timed by ``nominal_megapixels``, or by an ``emulator_megapixels=N``
+            query parameter of the image URL when it has one.
+        nominal_megapixels: The input size a job is timed by when inputs are not fetched: a
+            fixed number of megapixels, or a ``(low, high)`` range drawn log-uniformly per job.
+            The default, web-sized inputs of 0.3-2 MP, gives the calibrated model's 16 s median
+            job (p95 about 33 s at ``time_scale=1``); see ``docs/gateway-model.md``.
         fetch_timeout: Timeout of the input download, in seconds.
         max_input_bytes: Downloads larger than this fail the job.
         processing_concurrency: How many inputs are fetched and upscaled at once.
@@ -150,6 +186,9 @@ class EmulatorConfig:
     rate_limit: int | None = attrs.field(default=None, validator=_optional_positive_int)
     rate_limit_window: float = attrs.field(default=60.0, validator=_positive)
     fetch_inputs: bool = attrs.field(default=True, validator=_bool)
+    nominal_megapixels: float | tuple[float, float] = attrs.field(
+        default=DEFAULT_NOMINAL_MEGAPIXELS, converter=_to_megapixels, validator=_megapixels
+    )
     fetch_timeout: float = attrs.field(default=30.0, validator=_positive)
     max_input_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int)
     processing_concurrency: int = attrs.field(default=8, validator=_positive_int)

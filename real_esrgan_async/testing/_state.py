@@ -25,6 +25,7 @@ from ._timing import (
     FAILURE_SECONDS,
     cuda_oom_message,
     duration_factor,
+    nominal_input_pixels,
     processing_seconds,
     queue_wait_seconds,
 )
@@ -32,9 +33,6 @@ from ._validation import CallbackTarget, SubmitRequest
 from ._wallet import Wallet
 
 __all__ = ["EmulatorState", "InsufficientBalance", "RateLimited"]
-
-# Without fetching, the timing model assumes a typical 512x512 input.
-NOMINAL_INPUT_PIXELS = 512 * 512
 
 
 @attrs.frozen
@@ -112,6 +110,7 @@ class EmulatorState:
         *,
         base_url: str,
         webhook: CallbackTarget | None,
+        megapixels: float | None = None,
     ) -> EmulatedJob | RateLimited | InsufficientBalance:
         """Create and charge a job, unless the rate limit or the wallet refuses.
 
@@ -121,6 +120,8 @@ class EmulatorState:
             request: The validated body.
             base_url: Scheme and authority the submit arrived on.
             webhook: The callback target, if any.
+            megapixels: The input size the image URL states (``emulator_megapixels``); used
+                instead of the ``nominal_megapixels`` draw when inputs are not fetched.
 
         Returns:
             The new job, or why it was refused.
@@ -152,8 +153,12 @@ class EmulatorState:
         self.limiter.record(now)
         self.counters.job_started()
         if not self.config.fetch_inputs:
-            side = 512 * request.scale
-            self._plan_end(job, now, NOMINAL_INPUT_PIXELS, side * side, self._tiny_output)
+            # Drawn even when the URL states a size, so that a hint on one job leaves the plans
+            # of the others as they were.
+            pixels = nominal_input_pixels(rng, self.config.nominal_megapixels)
+            if megapixels is not None:
+                pixels = max(1, round(megapixels * 1e6))
+            self._plan_end(job, now, pixels, self._tiny_output)
         return job
 
     def finish(self, job: EmulatedJob, now: float, result: Upscaled | str) -> float | None:
@@ -168,14 +173,11 @@ class EmulatorState:
             job.end_at = max(job.start_at + FAILURE_SECONDS * self.config.time_scale, now)
             self._settle(job, "FAILED", result, None)
             return job.end_at
-        return self._plan_end(job, now, result.input_pixels, result.output_pixels, result.png)
+        return self._plan_end(job, now, result.input_pixels, result.png)
 
-    def _plan_end(
-        self, job: EmulatedJob, now: float, input_pixels: int, output_pixels: int, png: bytes
-    ) -> float:
+    def _plan_end(self, job: EmulatedJob, now: float, input_pixels: int, png: bytes) -> float:
         seconds = processing_seconds(
             input_pixels,
-            output_pixels,
             face_enhance=job.face_enhance,
             factor=job.duration_factor,
         )

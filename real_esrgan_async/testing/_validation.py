@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import urllib.parse
 from collections.abc import Mapping
 from typing import Literal
@@ -20,6 +21,7 @@ __all__ = [
     "SubmitRejectedError",
     "SubmitRequest",
     "image_of",
+    "megapixels_hint",
     "parse_callback_target",
     "parse_submit_body",
 ]
@@ -27,6 +29,9 @@ __all__ = [
 ALLOWED_SCALES = (1, 2, 3, 4)
 DEFAULT_SCALE = 4
 MAX_URL_LENGTH = 2048
+# The query parameter of an image URL that tells an emulator not fetching inputs how large the
+# input is (the real gateway never sees it: it only exists in URLs made for the emulator).
+MEGAPIXELS_HINT = "emulator_megapixels"
 
 CallbackMode = Literal["terminal", "sync"]
 
@@ -157,3 +162,34 @@ def parse_callback_target(
             f"X-Webhook-URL must use HTTPS; plain http URLs are rejected: {url!r}"
         )
     return CallbackTarget(url=url.strip(), mode="sync" if mode == "sync" else "terminal")
+
+
+def megapixels_hint(image: str, *, limit: float) -> float | None:
+    """The input size an ``emulator_megapixels=N`` query parameter of ``image`` states.
+
+    Args:
+        image: A validated image URL.
+        limit: The largest size allowed, in megapixels.
+
+    Returns:
+        The size in megapixels, or None when the URL has no such parameter.
+
+    Raises:
+        SubmitRejectedError: If the parameter is not a number in (0, ``limit``].
+    """
+    parsed = _split(image)
+    query = parsed.query if parsed is not None else ""
+    values = urllib.parse.parse_qs(query, keep_blank_values=True).get(MEGAPIXELS_HINT)
+    if not values:
+        return None
+    raw = values[-1]
+    try:
+        megapixels = float(raw)
+    except ValueError:
+        megapixels = math.nan
+    if not (math.isfinite(megapixels) and 0 < megapixels <= limit):
+        raise SubmitRejectedError(
+            f"{MEGAPIXELS_HINT} in the image URL must be a number of megapixels in (0, {limit}], "
+            f"got {raw[:40]!r}"
+        )
+    return megapixels
