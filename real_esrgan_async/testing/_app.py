@@ -8,6 +8,10 @@ Endpoints (paths as the gateway's, so only the host of a URL changes):
 - ``GET /samples/{name}``: sample inputs (no key);
 - ``GET /_emulator/stats``: the counters as JSON (no key).
 
+Every request must name the loopback address and port the emulator serves in its ``Host``
+header, or it gets 421 Misdirected Request (``_HostGuard``): a web page that re-points its own
+name at 127.0.0.1 (DNS rebinding) cannot reach the emulator, because its requests carry its name.
+
 The lifespan owns what outlives a request: the HTTP client that downloads inputs and POSTs
 webhooks, the webhook loop, and the input-processing tasks. All of it is anyio, so the app runs
 under any ASGI server on asyncio or trio.
@@ -33,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._core import Core
 from ._faults import DroppedResponse
 from ._fetch import fetch_input
+from ._hosts import host_header_allowed
 from ._images import MAX_INPUT_PIXELS, UnprocessableInputError, Upscaled, upscale
 from ._jobs import EmulatedJob, status_body
 from ._ratelimit import retry_after_header
@@ -225,7 +230,10 @@ class _Api:
         async with runtime.work_limiter:
             try:
                 data = await fetch_input(
-                    runtime.client, job.image, max_bytes=self.core.config.max_input_bytes
+                    runtime.client,
+                    job.image,
+                    max_bytes=self.core.config.max_input_bytes,
+                    allow_remote_hosts=self.core.config.allow_remote_hosts,
                 )
                 # Pillow holds the GIL only in short stretches; in a thread it never blocks
                 # the event loop that serves other requests.
@@ -313,9 +321,11 @@ class _Api:
         if self.runtime is not None:
             raise RuntimeError("this Emulator is already being served; create one per server")
         # trust_env=False: a proxy configured for the host must not intercept loopback traffic.
+        # Redirects are followed by hand (``_hosts.open_checked``) so that every hop's host is
+        # checked before it is contacted.
         async with (
             httpx.AsyncClient(
-                trust_env=False, follow_redirects=True, timeout=self.core.config.fetch_timeout
+                trust_env=False, follow_redirects=False, timeout=self.core.config.fetch_timeout
             ) as client,
             anyio.create_task_group() as task_group,
         ):
@@ -358,6 +368,46 @@ class _ConcurrencyCounter:
                 counters.request_finished()
 
 
+class _HostGuard:
+    """ASGI middleware answering 421 to requests whose ``Host`` is not the served loopback
+    address and port (see ``_hosts.host_header_allowed``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        host = None
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        server = scope.get("server")
+        port = server[1] if server is not None and server[1] is not None else None
+        if host_header_allowed(host, port):
+            await self._app(scope, receive, send)
+            return
+        served = (
+            "127.0.0.1, localhost or [::1]"
+            if port is None
+            else f"127.0.0.1:{port}, localhost:{port} or [::1]:{port}"
+        )
+        got = "none" if host is None else repr(host[:100])
+        response = JSONResponse(
+            {
+                "error": "Misdirected Request",
+                "message": (
+                    "The emulator answers only requests addressed to the loopback address and "
+                    f"port it serves (Host {served}); got {got}"
+                ),
+            },
+            421,
+        )
+        await response(scope, receive, send)
+
+
 def build_app(core: Core) -> ASGIApp:
     """The emulator's ASGI app over ``core``."""
     api = _Api(core)
@@ -369,4 +419,4 @@ def build_app(core: Core) -> ASGIApp:
         Route("/_emulator/stats", api.stats, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan)
-    return _ConcurrencyCounter(app, core)
+    return _HostGuard(_ConcurrencyCounter(app, core))

@@ -155,11 +155,18 @@ class EmulatorConfig:
         error_rate: Probability that a job ends in ERROR (a transient CUDA out-of-memory).
         cold_start_rate: Probability that a job waits for a cold start (20-90 model seconds).
         media_ttl: Seconds during which an output stays downloadable after completion.
+        max_output_bytes: Bytes of outputs kept in memory at most: past it, the least
+            recently completed or downloaded outputs are evicted and answer 404 as expired
+            ones do (the most recent output is always kept, even if larger on its own).
         timestamp_format: ``"iso"`` (``2026-05-22T13:17:32.110Z``), ``"space"``
             (``2026-05-22 13:19:23``, UTC without a zone) or ``"mixed"`` (``created_at`` and
             ``updated_at`` in ISO form, ``completed_at`` in the space form).
         allow_http_webhooks: Accept ``http://`` webhook URLs whose host is loopback (for
             tests); non-loopback ``http://`` URLs are rejected regardless.
+        allow_remote_hosts: Fetch inputs from, and POST webhooks to, hosts other than
+            loopback. Off by default: the emulator accepts a published key, so anything that
+            can submit to it could otherwise make it send requests into the user's network.
+            Redirects are checked hop by hop either way.
         webhook_duplicate_rate: Probability that a delivered callback is delivered again.
         webhook_loss_rate: Probability that a callback is silently never sent.
         webhook_max_attempts: Attempts per callback before giving up on a failing receiver.
@@ -195,8 +202,10 @@ class EmulatorConfig:
     error_rate: float = attrs.field(default=0.015, validator=_rate)
     cold_start_rate: float = attrs.field(default=0.03, validator=_rate)
     media_ttl: float = attrs.field(default=3600.0, validator=_non_negative)
+    max_output_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=_positive_int)
     timestamp_format: TimestampFormat = attrs.field(default="iso", validator=_timestamp_format)
     allow_http_webhooks: bool = attrs.field(default=False, validator=_bool)
+    allow_remote_hosts: bool = attrs.field(default=False, validator=_bool)
     webhook_duplicate_rate: float = attrs.field(default=0.0, validator=_rate)
     webhook_loss_rate: float = attrs.field(default=0.0, validator=_rate)
     webhook_max_attempts: int = attrs.field(default=4, validator=_positive_int)

@@ -5,10 +5,16 @@ and the caller holds the emulator's lock around it. Job states are lazy (see ``_
 eager work is ``advance``, which pops the jobs whose terminal instant has passed from a heap to
 settle what a terminal status implies (refund on ERROR, active-job count, media expiry). Any
 reader calls ``advance`` first, so every observer sees the same, up-to-date books.
+
+Outputs are the only large thing held: their bytes are kept in a least-recently-used order and
+the oldest evicted once they exceed ``max_output_bytes`` (an evicted output answers 404, as an
+expired one does). The shared tiny output of jobs that fetch nothing costs nothing per job and
+is not counted.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import random
@@ -72,6 +78,9 @@ class EmulatorState:
         self._seq = itertools.count()
         self._terminals: list[tuple[float, int, str]] = []
         self._expiries: list[tuple[float, int, str]] = []
+        # request id -> bytes of its held output, least recently used first.
+        self._held: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.held_output_bytes = 0
 
     def roll(self, probability: float) -> bool:
         """Draw an injected fault of ``probability``; zero consumes no randomness."""
@@ -101,6 +110,7 @@ class EmulatorState:
             job = self.jobs.get(request_id)
             if job is not None:
                 job.output = None
+            self._release(request_id)
 
     def try_create(
         self,
@@ -196,14 +206,36 @@ class EmulatorState:
         job.outcome = outcome
         job.error = error
         job.output = png
+        if png is not None and png is not self._tiny_output:
+            self._hold(job.request_id, len(png))
         heapq.heappush(self._terminals, (job.end_at, next(self._seq), job.request_id))
 
+    def _hold(self, request_id: str, size: int) -> None:
+        """Count a new output, evicting the least recently used ones past the cap."""
+        self._held[request_id] = size
+        self.held_output_bytes += size
+        while self.held_output_bytes > self.config.max_output_bytes and len(self._held) > 1:
+            evicted, evicted_size = self._held.popitem(last=False)
+            self.held_output_bytes -= evicted_size
+            self.counters.outputs_evicted += 1
+            job = self.jobs.get(evicted)
+            if job is not None:
+                job.output = None
+
+    def _release(self, request_id: str) -> None:
+        size = self._held.pop(request_id, None)
+        if size is not None:
+            self.held_output_bytes -= size
+
     def media(self, request_id: str, now: float) -> bytes | None:
-        """The output of ``request_id`` if it is COMPLETED at ``now`` and not yet expired."""
+        """The output of ``request_id`` if it is COMPLETED at ``now`` and still held (neither
+        expired nor evicted); serving it makes it the most recently used."""
         self.advance(now)
         job = self.jobs.get(request_id)
         if job is None or status_at(job, now) != "COMPLETED":
             return None
+        if request_id in self._held:
+            self._held.move_to_end(request_id)
         return job.output
 
     def snapshot(self, now: float) -> EmulatorStats:

@@ -210,9 +210,9 @@ async def _asgi_post(app: Any, path: str, body: bytes, headers: list[tuple[bytes
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"gw"), *headers],
+        "headers": [(b"host", b"127.0.0.1"), *headers],
         "client": ("127.0.0.1", 1),
-        "server": ("gw", 80),
+        "server": ("127.0.0.1", 80),
     }
     sent = False
     status = 0
