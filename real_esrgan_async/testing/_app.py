@@ -5,6 +5,7 @@ Endpoints (paths as the gateway's, so only the host of a URL changes):
 - ``POST /real-esrgan/v1/real-esrgan/generate``: submit (key required);
 - ``GET /v2/requests/status/{request_id}``: status (key required);
 - ``GET /media/{request_id}/output.png``: outputs (no key; expire after ``media_ttl``);
+- ``GET /samples/``: the index of the samples, as JSON (no key);
 - ``GET /samples/{name}``: sample inputs (no key);
 - ``GET /_emulator/stats``: the counters as JSON (no key).
 
@@ -41,7 +42,7 @@ from ._hosts import host_header_allowed
 from ._images import MAX_INPUT_PIXELS, UnprocessableInputError, Upscaled, upscale
 from ._jobs import EmulatedJob, status_body
 from ._ratelimit import retry_after_header
-from ._samples import load_sample, media_type_of
+from ._samples import load_sample, media_type_of, sample_index
 from ._state import InsufficientBalance, RateLimited
 from ._validation import (
     SubmitRejectedError,
@@ -297,6 +298,10 @@ class _Api:
             )
         return Response(png, media_type="image/png")
 
+    async def samples(self, request: Request) -> Response:
+        """``GET /samples/``: what the emulator serves, for a person or a script looking."""
+        return JSONResponse(sample_index(self._base_url(request)))
+
     async def sample(self, request: Request) -> Response:
         """``GET /samples/{name}``."""
         name: str = request.path_params["name"]
@@ -415,6 +420,7 @@ def build_app(core: Core) -> ASGIApp:
         Route(SUBMIT_PATH, api.submit, methods=["POST"]),
         Route(STATUS_PATH + "/{request_id}", api.status, methods=["GET"]),
         Route("/media/{request_id}/output.png", api.media, methods=["GET"]),
+        Route("/samples/", api.samples, methods=["GET"]),
         Route("/samples/{name}", api.sample, methods=["GET"]),
         Route("/_emulator/stats", api.stats, methods=["GET"]),
     ]
