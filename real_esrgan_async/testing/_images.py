@@ -1,9 +1,9 @@
 """What the model does to an input, reproduced with Pillow: checks, upscale, PNG output.
 
 CPU-bound and blocking: the app runs ``upscale`` in a worker thread. Failures carry the hosted
-model's own words (domain-notes.md), which come from OpenCV and numpy in its predictor: an
-undecodable input makes ``cv2.imread`` return None, and the size check prints the numpy shape
-``(height, width[, channels])``.
+model's own words (``docs/gateway-model.md``, "Limits and failures"), which come from OpenCV and
+numpy in its predictor: an undecodable input makes ``cv2.imread`` return None, and the size
+check prints the numpy shape ``(height, width[, channels])``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class UnprocessableInputError(Exception):
 
 @attrs.frozen
 class Upscaled:
-    """An output image and the sizes the timing model needs."""
+    """An output image and its sizes (the timing model uses the input's)."""
 
     png: bytes
     input_pixels: int

@@ -49,10 +49,11 @@ PROCESSING_NOISE_SIGMA = 0.1
 DEFAULT_NOMINAL_MEGAPIXELS = (0.3, 2.0)
 
 # A job that fails on its input (download error, undecodable, too large) fails early: the model
-# loads the image and gives up before any inference.
+# loads the image and gives up before any inference. An assumption, not calibrated.
 FAILURE_SECONDS = 1.0
 
-# The provider's queue polls its workers with a growing delay; webhook sync mode caps it at 15 s.
+# The provider's queue polls its workers with a growing delay; webhook sync mode caps it at 15 s
+# (API reference). The doubling before the cap is this emulator's assumption.
 SYNC_POLL_FIRST_DELAY = 1.0
 SYNC_POLL_DELAY_CAP = 15.0
 

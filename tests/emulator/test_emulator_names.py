@@ -10,9 +10,13 @@ from __future__ import annotations
 import ast
 import importlib
 import pathlib
+import re
+
+import attrs
 
 import real_esrgan_async
 import real_esrgan_async.testing
+from real_esrgan_async.testing import EmulatorConfig, _timing
 
 TESTING = pathlib.Path(real_esrgan_async.testing.__file__).parent
 MODULES = sorted(TESTING.glob("*.py"))
@@ -56,3 +60,16 @@ def test_no_emulator_module_exports_a_name_the_library_exports() -> None:
         exported = set(getattr(module, "__all__", ()))
         clashes |= {f"{path.stem}.{name}" for name in exported & library}
     assert set() == clashes
+
+
+def test_the_model_page_names_only_constants_that_exist() -> None:
+    """``docs/gateway-model.md`` says where each fact is used; every ``_timing`` constant and
+    ``EmulatorConfig`` knob it names must exist, so the page cannot silently go stale."""
+    page = (TESTING.parent.parent / "docs" / "gateway-model.md").read_text(encoding="utf-8")
+    constants = set(re.findall(r"`([A-Z][A-Z_]+[A-Z])`", page)) - {"MAX_INPUT_PIXELS"}
+    knobs = set(re.findall(r"`EmulatorConfig\.([a-z_]+)`", page))
+    missing = {name for name in constants if not hasattr(_timing, name)} | {
+        name for name in knobs if name not in attrs.fields_dict(EmulatorConfig)
+    }
+    assert {"PROCESSING_BASE", "PER_INPUT_MEGAPIXEL", "QUEUE_WAIT_MEDIAN"} <= constants
+    assert set() == missing
