@@ -5,8 +5,13 @@ Endpoints (paths as the gateway's, so only the host of a URL changes):
 - ``POST /real-esrgan/v1/real-esrgan/generate``: submit (key required);
 - ``GET /v2/requests/status/{request_id}``: status (key required);
 - ``GET /media/{request_id}/output.png``: outputs (no key; expire after ``media_ttl``);
+- ``GET /samples/``: the index of the samples, as JSON (no key);
 - ``GET /samples/{name}``: sample inputs (no key);
 - ``GET /_emulator/stats``: the counters as JSON (no key).
+
+Every request must name the loopback address and port the emulator serves in its ``Host``
+header, or it gets 421 Misdirected Request (``_HostGuard``): a web page that re-points its own
+name at 127.0.0.1 (DNS rebinding) cannot reach the emulator, because its requests carry its name.
 
 The lifespan owns what outlives a request: the HTTP client that downloads inputs and POSTs
 webhooks, the webhook loop, and the input-processing tasks. All of it is anyio, so the app runs
@@ -33,12 +38,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._core import Core
 from ._faults import DroppedResponse
 from ._fetch import fetch_input
-from ._images import InputError, Upscaled, upscale
-from ._jobs import Job, status_body
+from ._hosts import host_header_allowed
+from ._images import MAX_INPUT_PIXELS, UnprocessableInputError, Upscaled, upscale
+from ._jobs import EmulatedJob, status_body
 from ._ratelimit import retry_after_header
-from ._samples import load_sample, media_type_of
+from ._samples import load_sample, media_type_of, sample_index
 from ._state import InsufficientBalance, RateLimited
-from ._validation import BadRequestError, image_of, parse_submit_body, parse_webhook
+from ._validation import (
+    SubmitRejectedError,
+    image_of,
+    megapixels_hint,
+    parse_callback_target,
+    parse_submit_body,
+)
 from ._webhooks import WebhookDispatcher
 
 __all__ = ["SUBMIT_PATH", "build_app"]
@@ -139,8 +151,16 @@ class _Api:
             )
         try:
             body = parse_submit_body(raw)
-            webhook = parse_webhook(request.headers, allow_http_loopback=config.allow_http_webhooks)
-        except BadRequestError as exc:
+            webhook = parse_callback_target(
+                request.headers, allow_http_loopback=config.allow_http_webhooks
+            )
+            # Only an emulator that does not look at the input needs to be told its size.
+            megapixels = (
+                None
+                if config.fetch_inputs
+                else megapixels_hint(body.image, limit=MAX_INPUT_PIXELS / 1e6)
+            )
+        except SubmitRejectedError as exc:
             return self._error(400, "Bad Request", str(exc))
         runtime = self.runtime
         if runtime is None and (config.fetch_inputs or webhook is not None):
@@ -159,7 +179,12 @@ class _Api:
         now = self.core.now()
         with self.core.locked() as state:
             created = state.try_create(
-                now, now + self.core.wall_offset, body, base_url=base_url, webhook=webhook
+                now,
+                now + self.core.wall_offset,
+                body,
+                base_url=base_url,
+                webhook=webhook,
+                megapixels=megapixels,
             )
         if isinstance(created, RateLimited):
             seconds = retry_after_header(created.retry_after)
@@ -188,7 +213,7 @@ class _Api:
             202,
         )
 
-    def _start(self, job: Job, runtime: _Runtime | None) -> None:
+    def _start(self, job: EmulatedJob, runtime: _Runtime | None) -> None:
         """Set a new job's background work going: its input processing and its webhooks."""
         if runtime is None:
             return  # fetch_inputs is off and there is no webhook: nothing runs in background
@@ -200,20 +225,23 @@ class _Api:
             assert job.end_at is not None
             runtime.dispatcher.schedule_terminal(job.request_id, job.end_at)
 
-    async def _process(self, job: Job, runtime: _Runtime) -> None:
+    async def _process(self, job: EmulatedJob, runtime: _Runtime) -> None:
         """Download and upscale a job's input, then record its outcome."""
         result: Upscaled | str
         async with runtime.work_limiter:
             try:
                 data = await fetch_input(
-                    runtime.client, job.image, max_bytes=self.core.config.max_input_bytes
+                    runtime.client,
+                    job.image,
+                    max_bytes=self.core.config.max_input_bytes,
+                    allow_remote_hosts=self.core.config.allow_remote_hosts,
                 )
                 # Pillow holds the GIL only in short stretches; in a thread it never blocks
                 # the event loop that serves other requests.
                 result = await anyio.to_thread.run_sync(
                     functools.partial(upscale, data, job.scale, face_enhance=job.face_enhance)
                 )
-            except InputError as exc:
+            except UnprocessableInputError as exc:
                 result = exc.message
             except Exception as exc:  # one bad input must not stop the server
                 _logger.exception("processing %s failed unexpectedly", job.request_id)
@@ -270,6 +298,10 @@ class _Api:
             )
         return Response(png, media_type="image/png")
 
+    async def samples(self, request: Request) -> Response:
+        """``GET /samples/``: what the emulator serves, for a person or a script looking."""
+        return JSONResponse(sample_index(self._base_url(request)))
+
     async def sample(self, request: Request) -> Response:
         """``GET /samples/{name}``."""
         name: str = request.path_params["name"]
@@ -294,9 +326,11 @@ class _Api:
         if self.runtime is not None:
             raise RuntimeError("this Emulator is already being served; create one per server")
         # trust_env=False: a proxy configured for the host must not intercept loopback traffic.
+        # Redirects are followed by hand (``_hosts.open_checked``) so that every hop's host is
+        # checked before it is contacted.
         async with (
             httpx.AsyncClient(
-                trust_env=False, follow_redirects=True, timeout=self.core.config.fetch_timeout
+                trust_env=False, follow_redirects=False, timeout=self.core.config.fetch_timeout
             ) as client,
             anyio.create_task_group() as task_group,
         ):
@@ -339,6 +373,46 @@ class _ConcurrencyCounter:
                 counters.request_finished()
 
 
+class _HostGuard:
+    """ASGI middleware answering 421 to requests whose ``Host`` is not the served loopback
+    address and port (see ``_hosts.host_header_allowed``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        host = None
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        server = scope.get("server")
+        port = server[1] if server is not None and server[1] is not None else None
+        if host_header_allowed(host, port):
+            await self._app(scope, receive, send)
+            return
+        served = (
+            "127.0.0.1, localhost or [::1]"
+            if port is None
+            else f"127.0.0.1:{port}, localhost:{port} or [::1]:{port}"
+        )
+        got = "none" if host is None else repr(host[:100])
+        response = JSONResponse(
+            {
+                "error": "Misdirected Request",
+                "message": (
+                    "The emulator answers only requests addressed to the loopback address and "
+                    f"port it serves (Host {served}); got {got}"
+                ),
+            },
+            421,
+        )
+        await response(scope, receive, send)
+
+
 def build_app(core: Core) -> ASGIApp:
     """The emulator's ASGI app over ``core``."""
     api = _Api(core)
@@ -346,8 +420,9 @@ def build_app(core: Core) -> ASGIApp:
         Route(SUBMIT_PATH, api.submit, methods=["POST"]),
         Route(STATUS_PATH + "/{request_id}", api.status, methods=["GET"]),
         Route("/media/{request_id}/output.png", api.media, methods=["GET"]),
+        Route("/samples/", api.samples, methods=["GET"]),
         Route("/samples/{name}", api.sample, methods=["GET"]),
         Route("/_emulator/stats", api.stats, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=api.lifespan)
-    return _ConcurrencyCounter(app, core)
+    return _HostGuard(_ConcurrencyCounter(app, core))

@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 import attrs
 
+from ._images import MAX_INPUT_PIXELS
+from ._timing import DEFAULT_NOMINAL_MEGAPIXELS
+
 __all__ = ["DEFAULT_API_KEY", "EmulatorConfig", "TimestampFormat"]
 
 DEFAULT_API_KEY = "emulator-key"
@@ -86,6 +89,33 @@ def _bool(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise TypeError(f"{attribute.name} must be a bool, got {value!r}")
 
 
+_MAX_MEGAPIXELS = MAX_INPUT_PIXELS / 1e6
+
+
+def _to_megapixels(value: Any) -> Any:
+    # A JSON config (a benchmark's server process) brings the range as a list.
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _megapixels(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    allowed = (
+        f"a number of megapixels in (0, {_MAX_MEGAPIXELS}] or a (low, high) range of two such "
+        "numbers with low <= high"
+    )
+    sizes = value if isinstance(value, tuple) else (value,)
+    if isinstance(value, tuple) and len(value) != 2:
+        raise ValueError(f"{attribute.name} must be {allowed}, got {value!r}")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int | float):
+            raise TypeError(f"{attribute.name} must be {allowed}, got {value!r}")
+        if not (math.isfinite(size) and 0 < size <= _MAX_MEGAPIXELS):
+            raise ValueError(f"{attribute.name} must be {allowed}, got {value!r}")
+    if isinstance(value, tuple) and value[0] > value[1]:
+        raise ValueError(f"{attribute.name} must be {allowed}, got {value!r}")
+
+
 def _timestamp_format(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in _TIMESTAMP_FORMATS:
         raise ValueError(f"{attribute.name} must be one of {_TIMESTAMP_FORMATS}, got {value!r}")
@@ -113,17 +143,30 @@ class EmulatorConfig:
         rate_limit_window: Length of the sliding rate-limit window, in seconds.
         fetch_inputs: When false, inputs are neither fetched nor decoded and every job (bar
             the injected ERRORs) completes with a tiny fixed image: for throughput benchmarks.
+            Jobs are then timed by ``nominal_megapixels``, or by an ``emulator_megapixels=N``
+            query parameter of the image URL when it has one.
+        nominal_megapixels: The input size a job is timed by when inputs are not fetched: a
+            fixed number of megapixels, or a ``(low, high)`` range drawn log-uniformly per job.
+            The default, web-sized inputs of 0.3-2 MP, gives the calibrated model's 16 s median
+            job (p95 about 33 s at ``time_scale=1``); see ``docs/gateway-model.md``.
         fetch_timeout: Timeout of the input download, in seconds.
         max_input_bytes: Downloads larger than this fail the job.
         processing_concurrency: How many inputs are fetched and upscaled at once.
         error_rate: Probability that a job ends in ERROR (a transient CUDA out-of-memory).
         cold_start_rate: Probability that a job waits for a cold start (20-90 model seconds).
         media_ttl: Seconds during which an output stays downloadable after completion.
+        max_output_bytes: Bytes of outputs kept in memory at most: past it, the least
+            recently completed or downloaded outputs are evicted and answer 404 as expired
+            ones do (the most recent output is always kept, even if larger on its own).
         timestamp_format: ``"iso"`` (``2026-05-22T13:17:32.110Z``), ``"space"``
             (``2026-05-22 13:19:23``, UTC without a zone) or ``"mixed"`` (``created_at`` and
             ``updated_at`` in ISO form, ``completed_at`` in the space form).
         allow_http_webhooks: Accept ``http://`` webhook URLs whose host is loopback (for
             tests); non-loopback ``http://`` URLs are rejected regardless.
+        allow_remote_hosts: Fetch inputs from, and POST webhooks to, hosts other than
+            loopback. Off by default: the emulator accepts a published key, so anything that
+            can submit to it could otherwise make it send requests into the user's network.
+            Redirects are checked hop by hop either way.
         webhook_duplicate_rate: Probability that a delivered callback is delivered again.
         webhook_loss_rate: Probability that a callback is silently never sent.
         webhook_max_attempts: Attempts per callback before giving up on a failing receiver.
@@ -150,14 +193,19 @@ class EmulatorConfig:
     rate_limit: int | None = attrs.field(default=None, validator=_optional_positive_int)
     rate_limit_window: float = attrs.field(default=60.0, validator=_positive)
     fetch_inputs: bool = attrs.field(default=True, validator=_bool)
+    nominal_megapixels: float | tuple[float, float] = attrs.field(
+        default=DEFAULT_NOMINAL_MEGAPIXELS, converter=_to_megapixels, validator=_megapixels
+    )
     fetch_timeout: float = attrs.field(default=30.0, validator=_positive)
     max_input_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int)
     processing_concurrency: int = attrs.field(default=8, validator=_positive_int)
     error_rate: float = attrs.field(default=0.015, validator=_rate)
     cold_start_rate: float = attrs.field(default=0.03, validator=_rate)
     media_ttl: float = attrs.field(default=3600.0, validator=_non_negative)
+    max_output_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=_positive_int)
     timestamp_format: TimestampFormat = attrs.field(default="iso", validator=_timestamp_format)
     allow_http_webhooks: bool = attrs.field(default=False, validator=_bool)
+    allow_remote_hosts: bool = attrs.field(default=False, validator=_bool)
     webhook_duplicate_rate: float = attrs.field(default=0.0, validator=_rate)
     webhook_loss_rate: float = attrs.field(default=0.0, validator=_rate)
     webhook_max_attempts: int = attrs.field(default=4, validator=_positive_int)

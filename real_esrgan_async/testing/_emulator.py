@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import attrs
 from starlette.types import ASGIApp
 
@@ -9,7 +12,7 @@ from ._app import build_app
 from ._config import EmulatorConfig
 from ._core import Core
 from ._faults import install_drop_log_filter
-from ._jobs import Status, status_at
+from ._jobs import JobStatus, status_at
 from ._samples import FAILURE_SAMPLES, SAMPLE_NAMES, sample_url
 from ._stats import EmulatorStats
 
@@ -32,7 +35,7 @@ class JobSnapshot:
     """
 
     request_id: str
-    status: Status
+    status: JobStatus
     image: str
     scale: int
     face_enhance: bool
@@ -49,7 +52,13 @@ class Emulator:
 
     Args:
         config: The knobs; the defaults behave like the real gateway.
+
+    Attributes:
+        FAILURE_SAMPLES: The failure samples served under ``/samples/`` (name -> what a job on
+            it does), for a banner or a help text to list; ``sample_url`` builds their URLs.
     """
+
+    FAILURE_SAMPLES: ClassVar[Mapping[str, str]] = FAILURE_SAMPLES
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self._core = Core(config if config is not None else EmulatorConfig())
@@ -117,7 +126,8 @@ class Emulator:
         """The URLs of the bundled sample images on the emulator at ``base_url``.
 
         Failure samples are not listed: ``oversized.png`` (1080x2400, over the pixel limit),
-        ``corrupt.png`` (not an image) and ``missing.png`` (404) live under the same prefix.
+        ``corrupt.png`` (not an image) and ``missing.png`` (404) live under the same prefix
+        (``FAILURE_SAMPLES``); ``GET /samples/`` lists both kinds.
         """
         return [sample_url(base_url, name) for name in SAMPLE_NAMES]
 

@@ -1,9 +1,9 @@
 """What the model does to an input, reproduced with Pillow: checks, upscale, PNG output.
 
 CPU-bound and blocking: the app runs ``upscale`` in a worker thread. Failures carry the hosted
-model's own words (domain-notes.md), which come from OpenCV and numpy in its predictor: an
-undecodable input makes ``cv2.imread`` return None, and the size check prints the numpy shape
-``(height, width[, channels])``.
+model's own words (``docs/gateway-model.md``, "Limits and failures"), which come from OpenCV and
+numpy in its predictor: an undecodable input makes ``cv2.imread`` return None, and the size
+check prints the numpy shape ``(height, width[, channels])``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 __all__ = [
     "MAX_INPUT_PIXELS",
     "UNDECODABLE_MESSAGE",
-    "InputError",
+    "UnprocessableInputError",
     "Upscaled",
     "oversized_message",
     "tiny_output_png",
@@ -35,7 +35,7 @@ _WITH_ALPHA = frozenset(("RGBA", "RGBa", "LA", "La", "PA"))
 _PNG_COMPRESS_LEVEL = 1
 
 
-class InputError(Exception):
+class UnprocessableInputError(Exception):
     """The model could not process the input; ``message`` is the job's ``error``."""
 
     def __init__(self, message: str) -> None:
@@ -45,7 +45,7 @@ class InputError(Exception):
 
 @attrs.frozen
 class Upscaled:
-    """An output image and the sizes the timing model needs."""
+    """An output image and its sizes (the timing model uses the input's)."""
 
     png: bytes
     input_pixels: int
@@ -84,13 +84,13 @@ def _open(data: bytes) -> Image.Image:
         # how many pixels, not the shape.
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         count = int(pixels.group(1)) if pixels else MAX_INPUT_PIXELS + 1
-        raise InputError(
+        raise UnprocessableInputError(
             f"Input image has a total number of pixels {count} greater than the max size that "
             f"fits in GPU memory on this hardware, {MAX_INPUT_PIXELS}. "
             "Resize input image and try again."
         ) from None
     except Exception:  # noqa: BLE001 - any decoder failure is what cv2.imread reports as None
-        raise InputError(UNDECODABLE_MESSAGE) from None
+        raise UnprocessableInputError(UNDECODABLE_MESSAGE) from None
     return image
 
 
@@ -134,19 +134,19 @@ def upscale(data: bytes, scale: int, *, face_enhance: bool) -> Upscaled:
         Lanczos.
 
     Raises:
-        InputError: If the input is undecodable or over ``MAX_INPUT_PIXELS``.
+        UnprocessableInputError: If the input is undecodable or over ``MAX_INPUT_PIXELS``.
     """
     image = _open(data)
     width, height = image.size
     # Checked from the header before decoding: the model would reject it after decoding anyway,
     # and this keeps a huge input from costing the emulator its memory.
     if width * height > MAX_INPUT_PIXELS:
-        raise InputError(oversized_message(_shape(image)))
+        raise UnprocessableInputError(oversized_message(_shape(image)))
     try:
         image.load()
         working = _working_mode(image, face_enhance=face_enhance)
     except Exception:  # noqa: BLE001 - a truncated or corrupt body also gives cv2 None
-        raise InputError(UNDECODABLE_MESSAGE) from None
+        raise UnprocessableInputError(UNDECODABLE_MESSAGE) from None
     output = working.resize((width * scale, height * scale), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     output.save(buffer, "PNG", compress_level=_PNG_COMPRESS_LEVEL)

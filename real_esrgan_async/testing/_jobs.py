@@ -17,9 +17,9 @@ from ._config import TimestampFormat
 __all__ = [
     "MODEL_ID",
     "TERMINAL",
-    "Job",
-    "Outcome",
-    "Status",
+    "EmulatedJob",
+    "JobOutcome",
+    "JobStatus",
     "format_timestamp",
     "media_url",
     "status_at",
@@ -28,13 +28,13 @@ __all__ = [
 
 MODEL_ID = "real-esrgan"
 
-Status = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "ERROR"]
-Outcome = Literal["COMPLETED", "FAILED", "ERROR"]
+JobStatus = Literal["QUEUED", "PROCESSING", "COMPLETED", "FAILED", "ERROR"]
+JobOutcome = Literal["COMPLETED", "FAILED", "ERROR"]
 TERMINAL: frozenset[str] = frozenset(("COMPLETED", "FAILED", "ERROR"))
 
 
 @attrs.define(eq=False)
-class Job:
+class EmulatedJob:
     """One submitted job; mutated only under the emulator's lock.
 
     ``end_at``, ``outcome`` and ``error`` are unknown (None) until the input has been fetched
@@ -53,13 +53,13 @@ class Job:
     webhook_url: str | None = None
     webhook_mode: str | None = None
     end_at: float | None = None
-    outcome: Outcome | None = None
+    outcome: JobOutcome | None = None
     error: str | None = None
     output: bytes | None = None
     finalized: bool = False
 
 
-def status_at(job: Job, now: float) -> Status:
+def status_at(job: EmulatedJob, now: float) -> JobStatus:
     """The job's status at monotonic instant ``now``."""
     if now < job.start_at:
         return "QUEUED"
@@ -84,7 +84,7 @@ def format_timestamp(wall_time: float, form: Literal["iso", "space"]) -> str:
 
 
 def status_body(
-    job: Job,
+    job: EmulatedJob,
     now: float,
     *,
     base_url: str,

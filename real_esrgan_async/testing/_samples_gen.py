@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 __all__ = ["BUNDLED", "draw_oversized_png", "write_samples"]
 
-# The dimensions of the domain notes' example failure: 1080 wide, 2400 tall, RGB.
+# The dimensions of the hosted model's recorded failure (docs/gateway-model.md): 1080 wide,
+# 2400 tall, RGB.
 OVERSIZED_SIZE = (1080, 2400)
 
 

@@ -5,10 +5,16 @@ and the caller holds the emulator's lock around it. Job states are lazy (see ``_
 eager work is ``advance``, which pops the jobs whose terminal instant has passed from a heap to
 settle what a terminal status implies (refund on ERROR, active-job count, media expiry). Any
 reader calls ``advance`` first, so every observer sees the same, up-to-date books.
+
+Outputs are the only large thing held: their bytes are kept in a least-recently-used order and
+the oldest evicted once they exceed ``max_output_bytes`` (an evicted output answers 404, as an
+expired one does). The shared tiny output of jobs that fetch nothing costs nothing per job and
+is not counted.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import random
@@ -18,23 +24,21 @@ import attrs
 from ._config import EmulatorConfig
 from ._ids import RequestIdFactory
 from ._images import Upscaled
-from ._jobs import Job, Outcome, status_at
+from ._jobs import EmulatedJob, JobOutcome, status_at
 from ._ratelimit import SlidingWindowLimiter
-from ._stats import Counters, EmulatorStats
+from ._stats import EmulatorCounters, EmulatorStats
 from ._timing import (
     FAILURE_SECONDS,
     cuda_oom_message,
     duration_factor,
+    nominal_input_pixels,
     processing_seconds,
     queue_wait_seconds,
 )
-from ._validation import SubmitRequest, WebhookTarget
+from ._validation import CallbackTarget, SubmitRequest
 from ._wallet import Wallet
 
 __all__ = ["EmulatorState", "InsufficientBalance", "RateLimited"]
-
-# Without fetching, the timing model assumes a typical 512x512 input.
-NOMINAL_INPUT_PIXELS = 512 * 512
 
 
 @attrs.frozen
@@ -67,13 +71,16 @@ class EmulatorState:
         self.fault_rng = random.Random(master.getrandbits(64))
         self._ids = RequestIdFactory(random.Random(master.getrandbits(64)))
         self._tiny_output = tiny_output
-        self.counters = Counters()
+        self.counters = EmulatorCounters()
         self.wallet = Wallet(config.wallet_balance, config.price_per_image)
         self.limiter = SlidingWindowLimiter(config.rate_limit, config.rate_limit_window)
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, EmulatedJob] = {}
         self._seq = itertools.count()
         self._terminals: list[tuple[float, int, str]] = []
         self._expiries: list[tuple[float, int, str]] = []
+        # request id -> bytes of its held output, least recently used first.
+        self._held: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.held_output_bytes = 0
 
     def roll(self, probability: float) -> bool:
         """Draw an injected fault of ``probability``; zero consumes no randomness."""
@@ -103,6 +110,7 @@ class EmulatorState:
             job = self.jobs.get(request_id)
             if job is not None:
                 job.output = None
+            self._release(request_id)
 
     def try_create(
         self,
@@ -111,8 +119,9 @@ class EmulatorState:
         request: SubmitRequest,
         *,
         base_url: str,
-        webhook: WebhookTarget | None,
-    ) -> Job | RateLimited | InsufficientBalance:
+        webhook: CallbackTarget | None,
+        megapixels: float | None = None,
+    ) -> EmulatedJob | RateLimited | InsufficientBalance:
         """Create and charge a job, unless the rate limit or the wallet refuses.
 
         Args:
@@ -121,6 +130,8 @@ class EmulatorState:
             request: The validated body.
             base_url: Scheme and authority the submit arrived on.
             webhook: The callback target, if any.
+            megapixels: The input size the image URL states (``emulator_megapixels``); used
+                instead of the ``nominal_megapixels`` draw when inputs are not fetched.
 
         Returns:
             The new job, or why it was refused.
@@ -134,7 +145,7 @@ class EmulatorState:
         scale = self.config.time_scale
         rng = self._job_rng
         errors = self.config.error_rate > 0 and rng.random() < self.config.error_rate
-        job = Job(
+        job = EmulatedJob(
             request_id=self._ids.next_id(wall_now),
             image=request.image,
             scale=request.scale,
@@ -152,11 +163,15 @@ class EmulatorState:
         self.limiter.record(now)
         self.counters.job_started()
         if not self.config.fetch_inputs:
-            side = 512 * request.scale
-            self._plan_end(job, now, NOMINAL_INPUT_PIXELS, side * side, self._tiny_output)
+            # Drawn even when the URL states a size, so that a hint on one job leaves the plans
+            # of the others as they were.
+            pixels = nominal_input_pixels(rng, self.config.nominal_megapixels)
+            if megapixels is not None:
+                pixels = max(1, round(megapixels * 1e6))
+            self._plan_end(job, now, pixels, self._tiny_output)
         return job
 
-    def finish(self, job: Job, now: float, result: Upscaled | str) -> float | None:
+    def finish(self, job: EmulatedJob, now: float, result: Upscaled | str) -> float | None:
         """Record the processed input of ``job`` (an output, or the FAILED message).
 
         Returns:
@@ -168,14 +183,11 @@ class EmulatorState:
             job.end_at = max(job.start_at + FAILURE_SECONDS * self.config.time_scale, now)
             self._settle(job, "FAILED", result, None)
             return job.end_at
-        return self._plan_end(job, now, result.input_pixels, result.output_pixels, result.png)
+        return self._plan_end(job, now, result.input_pixels, result.png)
 
-    def _plan_end(
-        self, job: Job, now: float, input_pixels: int, output_pixels: int, png: bytes
-    ) -> float:
+    def _plan_end(self, job: EmulatedJob, now: float, input_pixels: int, png: bytes) -> float:
         seconds = processing_seconds(
             input_pixels,
-            output_pixels,
             face_enhance=job.face_enhance,
             factor=job.duration_factor,
         )
@@ -187,19 +199,43 @@ class EmulatorState:
             self._settle(job, "COMPLETED", None, png)
         return job.end_at
 
-    def _settle(self, job: Job, outcome: Outcome, error: str | None, png: bytes | None) -> None:
+    def _settle(
+        self, job: EmulatedJob, outcome: JobOutcome, error: str | None, png: bytes | None
+    ) -> None:
         assert job.end_at is not None
         job.outcome = outcome
         job.error = error
         job.output = png
+        if png is not None and png is not self._tiny_output:
+            self._hold(job.request_id, len(png))
         heapq.heappush(self._terminals, (job.end_at, next(self._seq), job.request_id))
 
+    def _hold(self, request_id: str, size: int) -> None:
+        """Count a new output, evicting the least recently used ones past the cap."""
+        self._held[request_id] = size
+        self.held_output_bytes += size
+        while self.held_output_bytes > self.config.max_output_bytes and len(self._held) > 1:
+            evicted, evicted_size = self._held.popitem(last=False)
+            self.held_output_bytes -= evicted_size
+            self.counters.outputs_evicted += 1
+            job = self.jobs.get(evicted)
+            if job is not None:
+                job.output = None
+
+    def _release(self, request_id: str) -> None:
+        size = self._held.pop(request_id, None)
+        if size is not None:
+            self.held_output_bytes -= size
+
     def media(self, request_id: str, now: float) -> bytes | None:
-        """The output of ``request_id`` if it is COMPLETED at ``now`` and not yet expired."""
+        """The output of ``request_id`` if it is COMPLETED at ``now`` and still held (neither
+        expired nor evicted); serving it makes it the most recently used."""
         self.advance(now)
         job = self.jobs.get(request_id)
         if job is None or status_at(job, now) != "COMPLETED":
             return None
+        if request_id in self._held:
+            self._held.move_to_end(request_id)
         return job.output
 
     def snapshot(self, now: float) -> EmulatorStats:

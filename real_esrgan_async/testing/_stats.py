@@ -1,7 +1,7 @@
 """What the emulator counts, and the frozen snapshot tests read from another thread.
 
-``Counters`` is mutated under the emulator's lock; ``EmulatorStats`` is an immutable copy taken
-under the same lock, so a test thread never sees a half-updated set of numbers.
+``EmulatorCounters`` is mutated under the emulator's lock; ``EmulatorStats`` is an immutable
+copy taken under the same lock, so a test thread never sees a half-updated set of numbers.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Counters", "EmulatorStats"]
+__all__ = ["EmulatorCounters", "EmulatorStats"]
 
 
 @attrs.define
-class Counters:
+class EmulatorCounters:
     """Mutable counters; see ``EmulatorStats`` for their meaning."""
 
     submits_received: int = 0
@@ -26,6 +26,7 @@ class Counters:
     status_calls: int = 0
     status_calls_by_request_id: collections.Counter[str] = attrs.Factory(collections.Counter)
     media_downloads: int = 0
+    outputs_evicted: int = 0
     unauthorized: int = 0
     bad_requests: int = 0
     insufficient_balance: int = 0
@@ -39,6 +40,7 @@ class Counters:
     webhooks_duplicated: int = 0
     webhooks_lost: int = 0
     webhooks_abandoned: int = 0
+    webhooks_refused: int = 0
     concurrent_requests: int = 0
     peak_concurrent_requests: int = 0
     active_jobs: int = 0
@@ -75,6 +77,8 @@ class EmulatorStats:
         status_calls: ``GET /v2/requests/status/...`` requests received.
         status_calls_by_request_id: The same, per request id in the path.
         media_downloads: Outputs served (200) from ``/media/...``.
+        outputs_evicted: Outputs dropped before their TTL to keep held outputs under
+            ``max_output_bytes``.
         unauthorized: 401 responses.
         bad_requests: 400 responses (including "Model not found").
         insufficient_balance: 402 responses.
@@ -88,6 +92,8 @@ class EmulatorStats:
         webhooks_duplicated: Extra deliveries of an already delivered callback.
         webhooks_lost: Callbacks deliberately never sent.
         webhooks_abandoned: Callbacks given up after ``webhook_max_attempts`` failures.
+        webhooks_refused: Callbacks not sent because their URL, or a redirect, named a
+            non-loopback host while ``allow_remote_hosts`` is off.
         concurrent_requests: API requests (submit, status, media) in flight now.
         peak_concurrent_requests: The most API requests ever in flight at once.
         active_jobs: Jobs not yet in a terminal status.
@@ -106,6 +112,7 @@ class EmulatorStats:
     status_calls: int
     status_calls_by_request_id: Mapping[str, int]
     media_downloads: int
+    outputs_evicted: int
     unauthorized: int
     bad_requests: int
     insufficient_balance: int
@@ -119,6 +126,7 @@ class EmulatorStats:
     webhooks_duplicated: int
     webhooks_lost: int
     webhooks_abandoned: int
+    webhooks_refused: int
     concurrent_requests: int
     peak_concurrent_requests: int
     active_jobs: int
@@ -133,7 +141,7 @@ class EmulatorStats:
     @classmethod
     def from_counters(
         cls,
-        counters: Counters,
+        counters: EmulatorCounters,
         *,
         wallet_balance: float | None,
         amount_charged: float,

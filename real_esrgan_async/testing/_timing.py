@@ -1,4 +1,9 @@
-"""The calibrated timing model of the hosted service (see domain-notes.md), in model seconds.
+"""The calibrated timing model of the hosted service, in model seconds.
+
+Every figure here, where it comes from and what depends on it is in ``docs/gateway-model.md``
+("Timing"); change them together. With inputs drawn as ``nominal_megapixels`` draws them
+(0.3-2 MP, log-uniform) the model gives a median job of about 16 s, a p95 of about 33 s and a p99
+of about 84 s, 3% of jobs hitting a cold start.
 
 Rules of this module: pure functions of their arguments. No clock, no global random state: the
 caller passes a ``random.Random`` and multiplies the results by its ``time_scale``. Every random
@@ -12,10 +17,13 @@ import math
 import random
 
 __all__ = [
+    "DEFAULT_NOMINAL_MEGAPIXELS",
     "FAILURE_SECONDS",
+    "NETWORK_SCALE",
     "SYNC_POLL_DELAY_CAP",
     "cuda_oom_message",
     "duration_factor",
+    "nominal_input_pixels",
     "processing_seconds",
     "queue_wait_seconds",
     "sync_poll_delay",
@@ -26,19 +34,26 @@ QUEUE_WAIT_MEDIAN = 1.5
 QUEUE_WAIT_SIGMA = 0.6
 COLD_START_RANGE = (20.0, 90.0)
 
-PROCESSING_BASE = 1.5
-PER_INPUT_MEGAPIXEL = 7.0
-PER_OUTPUT_MEGAPIXEL = 0.05
+PROCESSING_BASE = 2.7
+PER_INPUT_MEGAPIXEL = 12.8
+PER_OUTPUT_MEGAPIXEL = 0.09
+# The network always upscales 4x (smaller scales are a resize of its result), so the output it
+# computes, and what it costs, does not depend on the requested scale.
+NETWORK_SCALE = 4
 FACE_ENHANCE_EXTRA = 1.0
 # Model runs are not perfectly repeatable; a little noise keeps clients from relying on exact
 # durations.
 PROCESSING_NOISE_SIGMA = 0.1
 
+# Web-sized inputs: the sizes a job is timed by when the emulator does not fetch its input.
+DEFAULT_NOMINAL_MEGAPIXELS = (0.3, 2.0)
+
 # A job that fails on its input (download error, undecodable, too large) fails early: the model
-# loads the image and gives up before any inference.
+# loads the image and gives up before any inference. An assumption, not calibrated.
 FAILURE_SECONDS = 1.0
 
-# The provider's queue polls its workers with a growing delay; webhook sync mode caps it at 15 s.
+# The provider's queue polls its workers with a growing delay; webhook sync mode caps it at 15 s
+# (API reference). The doubling before the cap is this emulator's assumption.
 SYNC_POLL_FIRST_DELAY = 1.0
 SYNC_POLL_DELAY_CAP = 15.0
 
@@ -51,21 +66,20 @@ def queue_wait_seconds(rng: random.Random, cold_start_rate: float) -> float:
     return wait
 
 
-def processing_seconds(
-    input_pixels: int, output_pixels: int, *, face_enhance: bool, factor: float = 1.0
-) -> float:
+def processing_seconds(input_pixels: int, *, face_enhance: bool, factor: float = 1.0) -> float:
     """The PROCESSING duration of a job.
 
     Args:
         input_pixels: Width times height of the input.
-        output_pixels: Width times height of the output.
         face_enhance: Whether GFPGAN runs too.
         factor: The job's draw from ``duration_factor``.
 
     Returns:
-        Model seconds: 1.5 s + 7 s per input megapixel + 0.05 s per output megapixel, plus 1 s
-        with face enhancement, times ``factor``.
+        Model seconds: 2.7 s + 12.8 s per input megapixel + 0.09 s per megapixel of the
+        network's 4x output, plus 1 s with face enhancement, times ``factor``. The requested
+        scale plays no part: the network always computes the 4x output.
     """
+    output_pixels = input_pixels * NETWORK_SCALE * NETWORK_SCALE
     seconds = (
         PROCESSING_BASE
         + PER_INPUT_MEGAPIXEL * input_pixels / 1e6
@@ -74,6 +88,26 @@ def processing_seconds(
     if face_enhance:
         seconds += FACE_ENHANCE_EXTRA
     return seconds * factor
+
+
+def nominal_input_pixels(rng: random.Random, megapixels: float | tuple[float, float]) -> int:
+    """Draw the size a job is timed by when its input is not fetched.
+
+    Args:
+        rng: The job-planning generator.
+        megapixels: A fixed size, or a ``(low, high)`` range drawn log-uniformly (web images
+            spread over orders of magnitude: as many between 0.3 and 0.6 MP as between 1 and
+            2 MP). A fixed size consumes no randomness.
+
+    Returns:
+        Width times height of the nominal input.
+    """
+    if isinstance(megapixels, tuple):
+        low, high = megapixels
+        drawn = math.exp(rng.uniform(math.log(low), math.log(high)))
+    else:
+        drawn = megapixels
+    return max(1, round(drawn * 1e6))
 
 
 def duration_factor(rng: random.Random, *, errors: bool) -> float:

@@ -9,6 +9,10 @@ receiver never delays other callbacks. Kinds of delivery:
   15 model seconds), while the job is not terminal;
 - ``retry``: a failed POST again, after ``webhook_retry_delay`` doubled per attempt;
 - ``duplicate``: an already delivered callback again (injected fault).
+
+Callbacks go to loopback hosts only unless ``allow_remote_hosts`` is set, redirects included
+(each hop is checked before it is followed, see ``_hosts``); a refused callback is counted in
+``webhooks_refused`` and not retried, since no retry could reach it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import httpx
 from anyio.abc import TaskGroup
 
 from ._config import EmulatorConfig
+from ._hosts import RefusedHostError, open_checked
 from ._timing import sync_poll_delay
 
 __all__ = ["Payload", "PayloadSource", "WebhookCounter", "WebhookDispatcher", "encode_body"]
@@ -38,6 +43,7 @@ WebhookCounter = Literal[
     "webhooks_duplicated",
     "webhooks_lost",
     "webhooks_abandoned",
+    "webhooks_refused",
 ]
 
 # Sync cycles are never closer than this in real time, so a tiny time_scale with a slow input
@@ -166,6 +172,9 @@ class WebhookDispatcher:
     async def _attempt(self, delivery: _Delivery) -> None:
         assert delivery.payload is not None
         delivered = await self._post(delivery.payload)
+        if delivered is None:
+            self._source.count("webhooks_refused")
+            return
         if delivered:
             self._source.count("webhooks_delivered")
             if delivery.kind != "duplicate" and self._source.roll(
@@ -185,17 +194,25 @@ class WebhookDispatcher:
         retry = attrs.evolve(delivery, kind="retry", attempt=delivery.attempt + 1)
         self._push(self._clock() + delay, retry)
 
-    async def _post(self, payload: Payload) -> bool:
+    async def _post(self, payload: Payload) -> bool | None:
+        """POST one callback: True if answered 2xx, False if it failed, None if refused."""
+        request = self._client.build_request(
+            "POST",
+            payload.url,
+            content=payload.body,
+            headers={"Content-Type": "application/json"},
+            timeout=self._config.webhook_timeout,
+        )
         async with self._limiter:
             try:
-                response = await self._client.post(
-                    payload.url,
-                    content=payload.body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self._config.webhook_timeout,
+                response = await open_checked(
+                    self._client, request, allow_remote_hosts=self._config.allow_remote_hosts
                 )
+            except RefusedHostError:
+                return None
             except httpx.HTTPError:
                 return False
+            await response.aclose()
         return response.is_success
 
 

@@ -19,8 +19,8 @@ from emulator_helpers import (
 )
 from PIL import Image
 
-from real_esrgan_async.testing import RunningEmulator, running_emulator
-from real_esrgan_async.testing._images import UNDECODABLE_MESSAGE, InputError, upscale
+from real_esrgan_async.testing import Emulator, RunningEmulator, running_emulator
+from real_esrgan_async.testing._images import UNDECODABLE_MESSAGE, UnprocessableInputError, upscale
 from real_esrgan_async.testing._samples_gen import BUNDLED
 
 OVERSIZED_MESSAGE = (
@@ -116,7 +116,7 @@ def test_oversized_input_fails_with_the_models_message(shared_gateway: RunningEm
 def test_oversized_grayscale_shape_has_no_channel_axis() -> None:
     """numpy gives a grayscale image a 2-D shape, and so does the message."""
     data = png_bytes(Image.new("L", (1500, 1500)))
-    with pytest.raises(InputError) as failure:
+    with pytest.raises(UnprocessableInputError) as failure:
         upscale(data, 4, face_enhance=False)
     assert failure.value.message.startswith(
         "Input image of dimensions (1500, 1500) has a total number of pixels 2250000 greater"
@@ -140,7 +140,7 @@ def test_undecodable_input_fails_with_the_models_message(shared_gateway: Running
 def test_truncated_image_is_undecodable() -> None:
     """A real PNG cut in half fails like any undecodable input."""
     data = png_bytes(Image.effect_noise((64, 64), 50))
-    with pytest.raises(InputError) as failure:
+    with pytest.raises(UnprocessableInputError) as failure:
         upscale(data[: len(data) // 2], 2, face_enhance=False)
     assert UNDECODABLE_MESSAGE == failure.value.message
 
@@ -234,3 +234,36 @@ def test_media_of_unknown_jobs_is_404(shared_gateway: RunningEmulator) -> None:
     with sync_client() as client:
         response = client.get(shared_gateway.base_url + "/media/real-esrgan_nope/output.png")
     assert 404 == response.status_code
+
+
+def test_samples_index_lists_everything_served(shared_gateway: RunningEmulator) -> None:
+    """``GET /samples/`` (no key) lists every bundled sample with its URL and type, and every
+    failure sample with what a job on it does; each listed URL answers as listed."""
+    with sync_client() as client:
+        index = client.get(shared_gateway.base_url + "/samples/")
+        body = index.json()
+        served = {
+            entry["name"]: client.get(entry["url"])
+            for entry in body["samples"] + body["failure_samples"]
+        }
+    assert 200 == index.status_code
+    assert shared_gateway.sample_urls() == [entry["url"] for entry in body["samples"]]
+    listed_types = {entry["name"]: entry["media_type"] for entry in body["samples"]}
+    assert listed_types == {name: served[name].headers["content-type"] for name in listed_types}
+    assert dict(Emulator.FAILURE_SAMPLES) == {
+        entry["name"]: entry["outcome"] for entry in body["failure_samples"]
+    }
+    assert ["corrupt.png", "missing.png", "oversized.png"] == sorted(Emulator.FAILURE_SAMPLES)
+    assert {"corrupt.png": 200, "missing.png": 404, "oversized.png": 200} == {
+        name: served[name].status_code for name in Emulator.FAILURE_SAMPLES
+    }
+
+
+def test_failure_samples_do_what_the_index_says(shared_gateway: RunningEmulator) -> None:
+    """A job on each failure sample FAILs, as ``FAILURE_SAMPLES`` announces."""
+    with sync_client() as client:
+        outcomes = {
+            name: run_job(client, shared_gateway, shared_gateway.sample_url(name))["status"]
+            for name in Emulator.FAILURE_SAMPLES
+        }
+    assert dict.fromkeys(Emulator.FAILURE_SAMPLES, "FAILED") == outcomes

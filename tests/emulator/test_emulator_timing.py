@@ -49,15 +49,15 @@ def _create(state: EmulatorState, now: float) -> Any:
 
 
 def test_processing_time_follows_the_calibrated_formula() -> None:
-    """1.5 s + 7 s per input megapixel + 0.05 s per output megapixel, + 1 s with faces,
-    times the job's noise factor."""
-    assert 1.5 + 7.0 + 0.05 * 16 == pytest.approx(
-        processing_seconds(1_000_000, 16_000_000, face_enhance=False)
+    """2.7 s + 12.8 s per input megapixel + 0.09 s per megapixel of the network's 4x output
+    (16 per input megapixel), + 1 s with faces, times the job's noise factor."""
+    assert 2.7 + 12.8 + 0.09 * 16 == pytest.approx(
+        processing_seconds(1_000_000, face_enhance=False)
     )
-    assert 1.5 + 7.0 + 0.05 * 16 + 1.0 == pytest.approx(
-        processing_seconds(1_000_000, 16_000_000, face_enhance=True)
+    assert 2.7 + 12.8 + 0.09 * 16 + 1.0 == pytest.approx(
+        processing_seconds(1_000_000, face_enhance=True)
     )
-    assert 2 * 1.5 == pytest.approx(processing_seconds(0, 0, face_enhance=False, factor=2.0))
+    assert 2 * 2.7 == pytest.approx(processing_seconds(0, face_enhance=False, factor=2.0))
 
 
 def test_duration_factor_is_noise_around_one_shortened_for_errors() -> None:
@@ -210,9 +210,9 @@ async def _asgi_post(app: Any, path: str, body: bytes, headers: list[tuple[bytes
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"gw"), *headers],
+        "headers": [(b"host", b"127.0.0.1"), *headers],
         "client": ("127.0.0.1", 1),
-        "server": ("gw", 80),
+        "server": ("127.0.0.1", 80),
     }
     sent = False
     status = 0
