@@ -9,11 +9,10 @@ import pytest
 from cli_helpers import KEY, RunCli, gateway_args
 
 from real_esrgan_async.cli import _progress
-from real_esrgan_async.cli._args import api_keys_in
-from real_esrgan_async.cli._inputs import Input, InputError, LineInputs
-from real_esrgan_async.cli._naming import output_name
+from real_esrgan_async.cli._batch import Input, InputError, LineInputs, output_name
 from real_esrgan_async.cli._output import Output
-from real_esrgan_async.cli._summary import percentile
+from real_esrgan_async.cli._parser import api_keys_in
+from real_esrgan_async.cli._report import percentile
 from real_esrgan_async.testing import RunningEmulator
 
 
