@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     user_key = os.environ.get(API_KEY_ENV, "")
     # Known before parsing, so that not even a usage error can print the key.
     output = Output(sys.stdout, sys.stderr, secrets=[user_key, *api_keys_in(argv)])
-    parser = build_parser(redact=output.redact)
+    parser = build_parser(redact=output.for_people)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)

@@ -572,7 +572,7 @@ def execute_batch(
     if source is not None:
         report.last_line = source.last_line
     if json:
-        output.result(json_document(report))
+        output.document(json_document(report))
     else:
         print_summary(report, output)
     print_stop(report, output)

@@ -164,7 +164,7 @@ def run_status_command(args: argparse.Namespace, output: Output) -> int:
         return ExitCode.INCOMPLETE
     document = state_json(state)
     if args.json:
-        output.result(json.dumps(document, indent=2))
+        output.document(json.dumps(document, indent=2))
     else:
         print_state(document, output)
     return ExitCode.OK

@@ -230,7 +230,8 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
     """The ``real-esrgan`` parser.
 
     Args:
-        redact: Applied to usage-error messages (masks the API key).
+        redact: Applied to usage-error messages (masks the API key, escapes control
+            characters).
 
     Returns:
         The parser; ``parse_args`` sets ``command`` to the subcommand's name.

@@ -10,7 +10,7 @@ from cli_helpers import KEY, RunCli, gateway_args
 
 from real_esrgan_async.cli import _progress
 from real_esrgan_async.cli._batch import Input, InputError, LineInputs, output_name
-from real_esrgan_async.cli._output import Output
+from real_esrgan_async.cli._output import Output, escape_controls
 from real_esrgan_async.cli._parser import api_keys_in
 from real_esrgan_async.cli._report import percentile
 from real_esrgan_async.testing import RunningEmulator
@@ -127,3 +127,20 @@ def test_json_never_draws_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     output = Output(io.StringIO(), io.StringIO())
     assert not _progress.wants_progress(output, json=True)
     assert _progress.wants_progress(output, json=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain text, café, 日本語", "plain text, café, 日本語"),
+        ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
+        ("tab\there\r\n", "tab\\x09here\\x0d\\x0a"),
+        ("\x9b2J C1 CSI", "\\x9b2J C1 CSI"),  # the one-byte CSI of 8-bit terminals
+        ("abc\u202edef", "abc\\u202edef"),  # a bidi override reorders what follows
+        ("\U000e0041 tag", "\\U000e0041 tag"),
+    ],
+)
+def test_escape_controls_escapes_what_a_terminal_would_act_on_and_keeps_text(
+    text: str, expected: str
+) -> None:
+    assert expected == escape_controls(text)
