@@ -66,6 +66,7 @@ from ._progress import Progress, make_progress, wants_progress
 from ._report import Category, Entry, Report, classify, json_document, print_stop, print_summary
 
 __all__ = [
+    "BATCH_ENCODING",
     "MAX_DOWNLOADS",
     "ArgumentInputs",
     "BatchOptions",
@@ -81,6 +82,8 @@ __all__ = [
 
 # --- inputs
 
+#: How a batch file (and stdin) is decoded: UTF-8, a leading byte order mark skipped.
+BATCH_ENCODING = "utf-8-sig"
 # Lines read per trip to the worker thread, for a regular file. A pipe or a
 # terminal is read one line per trip, so that each URL starts as soon as it arrives.
 _FILE_CHUNK = 256

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ from real_esrgan_async._client import API_KEY_ENV, DEFAULT_BASE_URL
 from real_esrgan_async._urls import is_loopback_url
 
 from ._batch import (
+    BATCH_ENCODING,
     ArgumentInputs,
     BatchOptions,
     GatewayAccess,
@@ -92,13 +94,15 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
     gateway = gateway_access(args, output)
     if gateway is None:
         return ExitCode.USAGE
+    # utf-8-sig: a list saved by an editor that writes a byte order mark (Windows
+    # Notepad) must not reject its first URL; without a BOM it reads as UTF-8.
     stream: TextIO
     if args.file == "-":
-        stream, name = sys.stdin, "<stdin>"
+        stream, name = _stdin_as_utf8(), "<stdin>"
     else:
         try:
             # Closed below; a context manager would hold the whole run indented for nothing.
-            stream = open(args.file, encoding="utf-8")  # noqa: SIM115
+            stream = open(args.file, encoding=BATCH_ENCODING)  # noqa: SIM115
         except OSError as exc:
             output.error(f"cannot read {args.file}: {exc.strerror or exc}")
             return ExitCode.USAGE
@@ -119,6 +123,15 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+def _stdin_as_utf8() -> TextIO:
+    """stdin, decoded as a batch file is (UTF-8, a BOM skipped), whatever the locale says."""
+    stdin = sys.stdin
+    if isinstance(stdin, io.TextIOWrapper):
+        # Allowed while nothing has been read from it, as at the start of the command.
+        stdin.reconfigure(encoding=BATCH_ENCODING)
+    return stdin
 
 
 def _journal_path(args: argparse.Namespace) -> Path | None:
