@@ -74,10 +74,12 @@ __all__ = [
     "Input",
     "InputError",
     "LineInputs",
+    "count_inputs",
     "execute_batch",
     "make_client",
     "output_name",
     "run_batch",
+    "url_in_line",
 ]
 
 # --- inputs
@@ -162,9 +164,9 @@ class LineInputs:
                 continue
             raw = self._buffer.popleft()
             self.last_line += 1
-            text = _TRAILING_COMMENT.sub("", raw.strip())
-            if text and not text.startswith("#"):
-                return Input(self.last_line, text)
+            url = url_in_line(raw)
+            if url is not None:
+                return Input(self.last_line, url)
 
     def _read_chunk(self) -> list[str]:
         """Read up to one chunk of lines (in a worker thread)."""
@@ -182,6 +184,31 @@ class LineInputs:
         except OSError as exc:
             raise InputError(f"reading {self.name} failed: {exc.strerror or exc}") from exc
         return lines
+
+
+def url_in_line(line: str) -> str | None:
+    """The URL on one line of a batch file, or None for a blank line or a comment."""
+    text = _TRAILING_COMMENT.sub("", line.strip())
+    return text if text and not text.startswith("#") else None
+
+
+def count_inputs(path: Path) -> int | None:
+    """How many URLs the batch file at `path` lists (for the progress bar's total).
+
+    The file is read once through before the run, which then streams it again.
+
+    Returns:
+        The count, or None when `path` is not a regular file (a pipe such as
+        ``<(cmd)`` can be read only once) or cannot be read: the bar then shows
+        no total, and the run reports the file's problem itself.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, encoding=BATCH_ENCODING, errors="replace") as stream:
+            return sum(url_in_line(line) is not None for line in stream)
+    except OSError:
+        return None
 
 
 def _is_regular_file(stream: TextIO) -> bool:

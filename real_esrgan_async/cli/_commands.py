@@ -32,11 +32,13 @@ from ._batch import (
     BatchOptions,
     GatewayAccess,
     LineInputs,
+    count_inputs,
     execute_batch,
     make_client,
 )
 from ._output import PROG, Output
 from ._parser import BASE_URL_ENV, ExitCode
+from ._progress import wants_progress
 from ._report import REFUSALS, print_state, state_json
 
 __all__ = [
@@ -110,6 +112,11 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
     options = attrs.evolve(
         _options(args), journal=_journal_path(args), resubmit_ambiguous=args.resubmit_ambiguous
     )
+    # The bar's total: worth a first read of a file only when a bar is drawn; a
+    # stream (stdin) has none, and is never read ahead.
+    total = None
+    if stream is not sys.stdin and wants_progress(output, json=args.json):
+        total = count_inputs(Path(args.file))
     try:
         return execute_batch(
             output,
@@ -118,7 +125,7 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
             options,
             backend=args.backend,
             json=args.json,
-            total=None,  # streamed: counting the lines first would read the file twice
+            total=total,
         )
     finally:
         if stream is not sys.stdin:

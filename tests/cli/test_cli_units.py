@@ -1,4 +1,4 @@
-"""The CLI's small pure parts: file names, percentiles, the line reader, masking, the bar."""
+"""The CLI's small pure parts: file names, percentiles, the line reader, masking, escaping."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import io
 from pathlib import Path
 
 import pytest
-from cli_helpers import KEY, RunCli, gateway_args
+from cli_helpers import RunCli, gateway_args
 
-from real_esrgan_async.cli import _progress
 from real_esrgan_async.cli._batch import Input, InputError, LineInputs, output_name
 from real_esrgan_async.cli._output import Output, escape_controls
 from real_esrgan_async.cli._parser import api_keys_in
@@ -101,32 +100,6 @@ def test_output_masks_secrets_longest_first_and_ignores_trivial_ones() -> None:
 def test_api_keys_are_found_in_argv_in_both_spellings() -> None:
     argv = ["upscale", "--api-key", "one", "u", "--api-key=two", "--api-key"]
     assert ["one", "two"] == api_keys_in(argv)
-
-
-def test_the_progress_bar_draws_on_a_terminal_and_notes_print_above_it(
-    run_cli: RunCli,
-    shared_gateway: RunningEmulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_progress, "is_terminal", lambda output: True)
-    urls = [shared_gateway.sample_url("tiny.png"), "ftp://example.com/x.png"]
-
-    result = run_cli("upscale", *urls, "--out", tmp_path, *gateway_args(shared_gateway))
-
-    assert 1 == result.code
-    assert "upscaling" in result.err
-    assert "\x1b[" in result.err  # drawn with terminal control sequences
-    assert "#1 ftp://example.com/x.png: rejected: image must be" in result.err
-    assert KEY not in result.err
-    assert "1 of 2 inputs upscaled" in result.out
-
-
-def test_json_never_draws_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_progress, "is_terminal", lambda output: True)
-    output = Output(io.StringIO(), io.StringIO())
-    assert not _progress.wants_progress(output, json=True)
-    assert _progress.wants_progress(output, json=False)
 
 
 @pytest.mark.parametrize(
