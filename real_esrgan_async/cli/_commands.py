@@ -22,7 +22,7 @@ import anyio
 import attrs
 import httpx
 
-from real_esrgan_async import InvalidRequestError, JobState, RealESRGANError
+from real_esrgan_async import InvalidRequestError, JobState, RealESRGANError, Status
 from real_esrgan_async._client import API_KEY_ENV, DEFAULT_BASE_URL
 from real_esrgan_async._urls import is_loopback_url
 
@@ -157,7 +157,12 @@ def _journal_path(args: argparse.Namespace) -> Path | None:
 
 
 def run_status_command(args: argparse.Namespace, output: Output) -> int:
-    """``real-esrgan status REQUEST_ID``: one status call."""
+    """``real-esrgan status REQUEST_ID``: one status call.
+
+    Exits 0 for a job QUEUED, PROCESSING or COMPLETED, 1 for one that ended
+    FAILED or ERROR or an id the gateway does not know, 3 when the gateway
+    refuses the key.
+    """
     gateway = gateway_access(args, output)
     if gateway is None:
         return ExitCode.USAGE
@@ -187,6 +192,10 @@ def run_status_command(args: argparse.Namespace, output: Output) -> int:
         output.document(json.dumps(document, indent=2))
     else:
         print_state(document, output)
+    # A script can branch on the exit status alone: a job that ended without an
+    # output (FAILED, or ERROR) is not a success; one still running is not a failure.
+    if state.status in (Status.FAILED, Status.ERROR):
+        return ExitCode.INCOMPLETE
     return ExitCode.OK
 
 

@@ -45,7 +45,8 @@ class ExitCode(enum.IntEnum):
 
     #: Every input was upscaled and saved (or the command did what it was asked).
     OK = 0
-    #: At least one input failed, errored, was rejected or could not be saved.
+    #: At least one input failed, errored, was rejected or could not be saved; for
+    #: ``status``, the job ended FAILED or ERROR, or the gateway does not know its id.
     INCOMPLETE = 1
     #: A usage error: a bad option, a missing API key, an unreadable batch file.
     USAGE = 2
@@ -73,7 +74,8 @@ examples:
 
 exit status:
   0    every input was upscaled and saved
-  1    some input failed, errored, was rejected or could not be saved
+  1    some input failed, errored, was rejected or could not be saved;
+       for status: the job ended FAILED or ERROR, or the gateway does not know it
   2    usage error (bad option, missing API key, unreadable batch file)
   3    the gateway refused the key or the wallet (401/402/403); the run stopped
   130  interrupted (Ctrl+C); the ids of unfinished paid jobs are printed"""
@@ -277,7 +279,9 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
         help="show a job's state (one status call)",
         description="Show a job's state: its status, error, output URLs and timestamps\n"
         "(one status call; the output URLs stay valid for about an hour).",
-        epilog=f"example:\n  {PROG} status real-esrgan_019d0c1e-7b8a-7f00-9a00-0123456789ab",
+        epilog=f"example:\n  {PROG} status real-esrgan_019d0c1e-7b8a-7f00-9a00-0123456789ab\n\n"
+        "exit status: 0 QUEUED, PROCESSING or COMPLETED; 1 FAILED or ERROR, or an unknown id;\n"
+        "3 the key was refused",
         redact=redact,
     )
     status.add_argument("request_id", metavar="REQUEST_ID", help="the id a submit returned")

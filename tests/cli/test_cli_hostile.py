@@ -45,6 +45,7 @@ def test_status_prints_a_hostile_error_escaped(run_cli: RunCli) -> None:
     with scripted_gateway(error=f"bad input {HOSTILE}"):
         result = run_cli("status", "real-esrgan_00000000", *_scripted_args())
 
+    assert 1 == result.code  # FAILED
     assert "\x1b" not in result.out + result.err
     assert f"error         bad input {ESCAPED}\n" in result.out
 
