@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 all done, 1 some input not done, 2 usage error,
-        3 the gateway refused the key or the wallet, 130 Ctrl+C (see `ExitCode`).
+        3 the gateway refused the key or the wallet, 4 the gateway could not be
+        reached, 130 Ctrl+C (see `ExitCode`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     user_key = os.environ.get(API_KEY_ENV, "")

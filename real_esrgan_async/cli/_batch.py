@@ -63,7 +63,17 @@ from real_esrgan_async import (
 from ._output import Output, one_line
 from ._parser import ExitCode
 from ._progress import Progress, make_progress, wants_progress
-from ._report import Category, Entry, Report, classify, json_document, print_stop, print_summary
+from ._report import (
+    Category,
+    Entry,
+    GatewayUnreachableError,
+    Report,
+    classify,
+    json_document,
+    print_stop,
+    print_summary,
+    unreached,
+)
 
 __all__ = [
     "BATCH_ENCODING",
@@ -338,7 +348,7 @@ async def run_batch(
             runner.journal = journal
             try:
                 await runner.consume(timed, downloads)
-            except (RealESRGANError, InputError) as exc:
+            except (RealESRGANError, InputError, GatewayUnreachableError) as exc:
                 # Raised by the loop after the outcomes it could yield; downloads
                 # already started still finish (they were paid for).
                 report.stop_error = exc
@@ -419,6 +429,10 @@ class _Runner:
                     downloads.start_soon(self._save, outcome, taken.input, latency)
                 else:
                     self.record(_failure(outcome, taken.input, latency))
+                    if unreached(outcome):
+                        # Every further submit would fail alike (the client has already
+                        # retried this one): stop now rather than reject every input.
+                        raise GatewayUnreachableError(str(self._client.base_url), outcome.error)
 
     async def _save(self, outcome: Outcome, item: Input, latency: float | None) -> None:
         state = outcome.result

@@ -22,7 +22,13 @@ import anyio
 import attrs
 import httpx
 
-from real_esrgan_async import InvalidRequestError, JobState, RealESRGANError, Status
+from real_esrgan_async import (
+    APIConnectionError,
+    InvalidRequestError,
+    JobState,
+    RealESRGANError,
+    Status,
+)
 from real_esrgan_async._client import API_KEY_ENV, DEFAULT_BASE_URL
 from real_esrgan_async._urls import is_loopback_url
 
@@ -39,7 +45,7 @@ from ._batch import (
 from ._output import PROG, Output
 from ._parser import BASE_URL_ENV, ExitCode
 from ._progress import wants_progress
-from ._report import REFUSALS, print_state, state_json
+from ._report import REFUSALS, GatewayUnreachableError, print_state, state_json
 
 __all__ = [
     "run_batch_command",
@@ -161,7 +167,7 @@ def run_status_command(args: argparse.Namespace, output: Output) -> int:
 
     Exits 0 for a job QUEUED, PROCESSING or COMPLETED, 1 for one that ended
     FAILED or ERROR or an id the gateway does not know, 3 when the gateway
-    refuses the key.
+    refuses the key, 4 when it cannot be reached.
     """
     gateway = gateway_access(args, output)
     if gateway is None:
@@ -184,6 +190,9 @@ def run_status_command(args: argparse.Namespace, output: Output) -> int:
     except REFUSALS as exc:
         output.error(str(exc))
         return ExitCode.REFUSED
+    except APIConnectionError as exc:
+        output.error(str(GatewayUnreachableError(str(client.base_url), exc)))
+        return ExitCode.UNREACHABLE
     except RealESRGANError as exc:  # 404 for an unknown id, the gateway unreachable...
         output.error(str(exc))
         return ExitCode.INCOMPLETE

@@ -52,6 +52,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     #: The gateway refused the key or the wallet (401, 402, 403): the run stopped.
     REFUSED = 3
+    #: No connection to the gateway could be made: the run stopped (nothing more was sent).
+    UNREACHABLE = 4
     #: Stopped by Ctrl+C (128 + SIGINT, as shells report it).
     INTERRUPTED = 130
 
@@ -78,6 +80,7 @@ exit status:
        for status: the job ended FAILED or ERROR, or the gateway does not know it
   2    usage error (bad option, missing API key, unreadable batch file)
   3    the gateway refused the key or the wallet (401/402/403); the run stopped
+  4    the gateway could not be reached (wrong --base-url, network down); the run stopped
   130  interrupted (Ctrl+C); the ids of unfinished paid jobs are printed"""
 
 _NAMING = """\
@@ -281,7 +284,7 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
         "(one status call; the output URLs stay valid for about an hour).",
         epilog=f"example:\n  {PROG} status real-esrgan_019d0c1e-7b8a-7f00-9a00-0123456789ab\n\n"
         "exit status: 0 QUEUED, PROCESSING or COMPLETED; 1 FAILED or ERROR, or an unknown id;\n"
-        "3 the key was refused",
+        "3 the key was refused; 4 the gateway could not be reached",
         redact=redact,
     )
     status.add_argument("request_id", metavar="REQUEST_ID", help="the id a submit returned")

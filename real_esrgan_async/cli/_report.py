@@ -24,6 +24,7 @@ import attrs
 
 from real_esrgan_async import (
     AmbiguousSubmitError,
+    APIConnectionError,
     AuthenticationError,
     InsufficientBalanceError,
     JobFailedError,
@@ -37,13 +38,14 @@ from real_esrgan_async import (
 from real_esrgan_async._client import API_KEY_ENV
 
 from ._output import Output, one_line
-from ._parser import ExitCode
+from ._parser import BASE_URL_ENV, ExitCode
 
 __all__ = [
     "JOURNAL_MISUSE",
     "REFUSALS",
     "Category",
     "Entry",
+    "GatewayUnreachableError",
     "Report",
     "classify",
     "json_document",
@@ -52,12 +54,35 @@ __all__ = [
     "print_stop",
     "print_summary",
     "state_json",
+    "unreached",
 ]
 
 #: Errors that stop a whole run: every further call would be refused too.
 REFUSALS = (AuthenticationError, PermissionDeniedError, InsufficientBalanceError)
 #: A journal of another batch, or one in use: the command was used wrongly.
 JOURNAL_MISUSE = (JournalLockedError, JournalMismatchError)
+
+
+class GatewayUnreachableError(Exception):
+    """No connection to the gateway could be made (after the client's retries): the run stops.
+
+    Args:
+        base_url: The gateway's origin, as the command was told.
+        cause: The library's error, for its details.
+    """
+
+    def __init__(self, base_url: str, cause: BaseException | None) -> None:
+        detail = "" if cause is None else f" ({one_line(str(cause))})"
+        super().__init__(f"cannot reach the gateway at {base_url}{detail}")
+        self.base_url = base_url
+
+
+def unreached(outcome: Outcome) -> bool:
+    """Whether `outcome` says that the gateway could not be reached: no job, no connection.
+
+    A submit that failed *after* it was sent is an `AmbiguousSubmitError`, not this.
+    """
+    return outcome.request_id is None and isinstance(outcome.error, APIConnectionError)
 
 
 class Category(enum.StrEnum):
@@ -189,6 +214,8 @@ class Report:
             return ExitCode.REFUSED
         if isinstance(self.stop_error, JOURNAL_MISUSE):
             return ExitCode.USAGE
+        if isinstance(self.stop_error, GatewayUnreachableError):
+            return ExitCode.UNREACHABLE
         if self.stop_error is not None or self.counts[Category.COMPLETED] != self.inputs:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
@@ -293,6 +320,8 @@ _HINTS: dict[type[BaseException], str] = {
     InsufficientBalanceError: "top up the wallet, then rerun the inputs that were not "
     "submitted (--json lists them as rejected or unfinished)",
     JournalLockedError: "another real-esrgan is running this batch: wait for it, or stop it",
+    GatewayUnreachableError: f"check --base-url (or ${BASE_URL_ENV}) and the network; "
+    "the inputs not submitted cost nothing",
     JournalMismatchError: "for a new list, pass --journal PATH (or --no-journal, or another "
     "--out); to resume, pass the same list as before",
 }
