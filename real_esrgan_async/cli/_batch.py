@@ -58,6 +58,7 @@ from real_esrgan_async import (
     RealESRGANError,
     SQLiteJournal,
     Stats,
+    UpscaleRun,
 )
 
 from ._output import Output, one_line
@@ -355,21 +356,7 @@ async def run_batch(
     except JournalError as exc:  # it could not be opened: locked, or not a journal
         report.stop_error = exc
     finally:
-        # Inputs pulled whose outcome never came: the run stopped first.
-        reason = "interrupted" if report.stop_error is None else type(report.stop_error).__name__
-        for index, taken in sorted(timed.taken.items()):
-            runner.record(
-                Entry(
-                    index=index,
-                    line=taken.input.line,
-                    url=taken.input.url,
-                    category=Category.UNFINISHED,
-                    error_type=reason,
-                    error_message="the run stopped before this input's outcome arrived",
-                ),
-                quiet=True,
-            )
-        report.unfinished_request_ids = client.unfinished_request_ids
+        runner.record_paid_ids_at_stop(timed)
         report.stats = client.stats()
         report.wall_time = anyio.current_time() - started
 
@@ -401,12 +388,14 @@ class _Runner:
         self._output = output
         self._download_slots = anyio.Semaphore(min(options.concurrency, MAX_DOWNLOADS))
         self.journal: SQLiteJournal | None = None
+        #: The fan-out, once started.
+        self.run: UpscaleRun | None = None
         # Outputs are marked saved by absolute path: a rerun from another directory finds them.
         self._saved_dir = Path(os.path.abspath(options.out_dir))
 
     async def consume(self, timed: _TimedInputs, downloads: anyio.abc.TaskGroup) -> None:
         options = self._options
-        run = self._client.upscale_many(
+        self.run = run = self._client.upscale_many(
             timed,
             scale=options.scale,
             face_enhance=options.face_enhance,
@@ -472,6 +461,37 @@ class _Runner:
         finally:
             self._download_slots.release()
             self.record(entry)
+
+    def record_paid_ids_at_stop(self, timed: _TimedInputs) -> None:
+        """Account for the run's end, however it came (done, Ctrl+C, a stop, --timeout).
+
+        The one place where a stopped run's paid ids reach the report, and so the
+        summary, the stop message and ``--json``: the jobs paid for and not seen
+        finished (the run's and the client's, as the client also tracks jobs whose
+        outcome the run did not deliver); and each input pulled whose outcome
+        never came, as unfinished.
+        """
+        reason = (
+            "interrupted"
+            if self._report.stop_error is None
+            else type(self._report.stop_error).__name__
+        )
+        for index, taken in sorted(timed.taken.items()):
+            self.record(
+                Entry(
+                    index=index,
+                    line=taken.input.line,
+                    url=taken.input.url,
+                    category=Category.UNFINISHED,
+                    error_type=reason,
+                    error_message="the run stopped before this input's outcome arrived",
+                ),
+                quiet=True,
+            )
+        run_ids = () if self.run is None else self.run.unfinished_request_ids
+        # dict.fromkeys: both orders kept, each id once.
+        ids = dict.fromkeys((*run_ids, *self._client.unfinished_request_ids))
+        self._report.unfinished_request_ids = tuple(ids)
 
     def record(self, entry: Entry, *, quiet: bool = False) -> None:
         """Add `entry` to the report; give a line on stderr to each input not saved."""
