@@ -604,6 +604,7 @@ def execute_batch(
     report = Report(out_dir=options.out_dir, keep_entries=json, emulated=emulated)
     source = inputs if isinstance(inputs, LineInputs) else None
     report.source_name = None if source is None else source.name
+    report.journal = options.journal
     progress = make_progress(
         output, enabled=wants_progress(output, json=json), total=total, label="upscaling"
     )

@@ -184,6 +184,8 @@ class Report:
         #: For a batch file: the last line read (reading stopped there).
         self.last_line: int | None = None
         self.source_name: str | None = None
+        #: The batch's journal, if one is kept (a rerun of the same command resumes from it).
+        self.journal: Path | None = None
 
     def add(self, entry: Entry) -> None:
         """Record the fate of one input."""
@@ -311,6 +313,22 @@ def print_stop(report: Report, output: Output) -> None:
             f"{report.ambiguous} submit{'' if report.ambiguous == 1 else 's'} may or may not "
             "have created a job: check the provider's dashboard, then rerun with "
             "--resubmit-ambiguous to submit them again (each may be paid for twice)"
+        )
+    if (stopped or ids) and not isinstance(report.stop_error, JOURNAL_MISUSE):
+        _print_rerun(report, output)
+
+
+def _print_rerun(report: Report, output: Output) -> None:
+    """What rerunning the same command does after a stop: resume, or start over."""
+    if report.journal is not None:
+        output.note(
+            f"rerun the same command to resume: the journal {report.journal} keeps every "
+            "paid job (polled again, never paid twice) and skips the outputs already saved"
+        )
+    else:
+        output.note(
+            "no journal was kept (upscale, stdin, or --no-journal): rerunning the command "
+            "submits every input again"
         )
 
 
