@@ -278,6 +278,11 @@ def print_summary(report: Report, output: Output) -> None:
         f"  latency per job: p50 {_seconds(percentile(report.latencies, 50))}, "
         f"p95 {_seconds(percentile(report.latencies, 95))}"
     )
+    if report.journal is not None and report.exit_code() is ExitCode.OK:
+        # The journal is closed (and unlocked) by now; it has nothing left to resume.
+        output.result(
+            f"  every input is saved: the journal {report.journal} has nothing left to resume"
+        )
 
 
 def print_stop(report: Report, output: Output) -> None:
@@ -384,6 +389,7 @@ def json_document(report: Report) -> str:
         "latency_p95_s": None if p95 is None else round(p95, 3),
         "wall_time_s": round(report.wall_time, 3),
         "out_dir": str(report.out_dir),
+        "journal": None if report.journal is None else str(report.journal),
         "exit_code": int(report.exit_code()),
         "interrupted": report.interrupted,
         "stopped_by": None
