@@ -70,6 +70,7 @@ from ._report import (
     GatewayUnreachableError,
     Report,
     classify,
+    describe,
     json_document,
     print_stop,
     print_summary,
@@ -498,7 +499,7 @@ class _Runner:
         self._report.add(entry)
         self._progress.on_report(self._report)
         if not entry.ok and not quiet:
-            self._output.note(f"{self._where(entry)} {entry.url}: {_describe(entry)}")
+            self._output.note(f"{self._where(entry)} {entry.url}: {describe(entry)}")
 
     def _where(self, entry: Entry) -> str:
         source = self._report.source_name
@@ -533,11 +534,6 @@ def _failure(outcome: Outcome, item: Input, latency: float | None) -> Entry:
         latency=latency,
         resumed=outcome.resumed,
     )
-
-
-def _describe(entry: Entry) -> str:
-    what = entry.category.value.replace("_", " ")
-    return f"{what}: {entry.error_message}" if entry.error_message else what
 
 
 # --- execution from synchronous code

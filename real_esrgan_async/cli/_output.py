@@ -77,13 +77,34 @@ class Output:
             print(line, file=self.stderr, flush=True)
 
     def error(self, text: str) -> None:
-        """Print an error on stderr as one ``real-esrgan: error: ...`` line."""
-        self.note(f"{PROG}: error: {one_line(text)}")
+        """Print an error on stderr as one ``real-esrgan: error: ...`` line (shortened)."""
+        self.note(f"{PROG}: error: {shorten(one_line(text))}")
 
 
 def one_line(text: str) -> str:
     """`text` folded onto one line (gateway messages sometimes span several)."""
     return " ".join(text.split())
+
+
+#: Characters of an error message shown on a human line; ``--json`` keeps them all.
+MAX_MESSAGE = 300
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE, *, in_json: bool = False) -> str:
+    """`text` cut to `limit` characters, saying how many were left out.
+
+    A gateway may answer with a page of HTML or a stack trace; a line of stderr
+    should stay a line.
+
+    Args:
+        text: The message.
+        limit: How many characters to keep.
+        in_json: Say that ``--json`` has the whole message (it does for inputs and states).
+    """
+    if len(text) <= limit:
+        return text
+    where = "; --json has them all" if in_json else ""
+    return f"{text[:limit]}... ({len(text) - limit} more characters{where})"
 
 
 def escape_controls(text: str) -> str:

@@ -37,7 +37,7 @@ from real_esrgan_async import (
 )
 from real_esrgan_async._client import API_KEY_ENV
 
-from ._output import Output, one_line
+from ._output import Output, one_line, shorten
 from ._parser import BASE_URL_ENV, ExitCode
 
 __all__ = [
@@ -48,6 +48,8 @@ __all__ = [
     "GatewayUnreachableError",
     "Report",
     "classify",
+    "describe",
+    "failure_hint",
     "json_document",
     "percentile",
     "print_state",
@@ -150,6 +152,36 @@ def classify(outcome: Outcome) -> Category:
     if isinstance(outcome.error, JobFailedError):
         return Category.FAILED
     return Category.ERRORED
+
+
+#: What the model's verbatim failure messages mean, for people (see the domain notes).
+_FAILURE_HINTS = (
+    ("'NoneType' object has no attribute 'shape'", "could not decode the input image"),
+    (
+        "greater than the max size that fits in GPU memory",
+        "the input image has too many pixels for the model (at most 2,096,704, such as "
+        "1448x1448): resize it",
+    ),
+)
+
+
+def failure_hint(message: str | None) -> str | None:
+    """What a known failure message from the model means, in plain words, or None."""
+    if message is not None:
+        for known, hint in _FAILURE_HINTS:
+            if known in message:
+                return hint
+    return None
+
+
+def describe(entry: Entry) -> str:
+    """An input's fate in a few words, for its line on stderr (a long error shortened)."""
+    what = entry.category.value.replace("_", " ")
+    if not entry.error_message:
+        return what
+    hint = failure_hint(entry.error_message)
+    message = shorten(entry.error_message, in_json=True)
+    return f"{what}: {hint} ({message})" if hint else f"{what}: {message}"
 
 
 class Report:
@@ -353,7 +385,11 @@ _HINTS: dict[type[BaseException], str] = {
 def _entry_json(entry: Entry) -> dict[str, Any]:
     error = None
     if entry.error_type is not None:
-        error = {"type": entry.error_type, "message": entry.error_message}
+        error = {
+            "type": entry.error_type,
+            "message": entry.error_message,
+            "hint": failure_hint(entry.error_message),
+        }
     return {
         "index": entry.index,
         "line": entry.line,
@@ -424,5 +460,10 @@ def print_state(document: dict[str, Any], output: Output) -> None:
         if field == "media_urls":
             for url in value or ["-"]:
                 output.result(f"{'media_url':<13} {url}")
+        elif field == "error" and value is not None:
+            output.result(f"{field:<13} {shorten(value, in_json=True)}")
+            hint = failure_hint(value)
+            if hint is not None:
+                output.result(f"{'hint':<13} {hint}")
         else:
             output.result(f"{field:<13} {'-' if value is None else value}")

@@ -241,3 +241,25 @@ def test_status_with_an_unreachable_gateway_exits_4(run_cli: RunCli, closed_port
 
     assert 4 == result.code
     assert result.err.startswith(f"real-esrgan: error: cannot reach the gateway at {base_url} (")
+
+
+def test_a_corrupt_or_oversized_input_gets_a_hint_in_plain_words(
+    run_cli: RunCli, shared_gateway: RunningEmulator, tmp_path: Path
+) -> None:
+    urls = [shared_gateway.sample_url("corrupt.png"), shared_gateway.sample_url("oversized.png")]
+
+    human = run_cli("upscale", *urls, "--out", tmp_path, *gateway_args(shared_gateway))
+    document = run_cli("upscale", *urls, "--out", tmp_path, "--json", *gateway_args(shared_gateway))
+
+    assert (1, 1) == (human.code, document.code)
+    corrupt, oversized = sorted(human.err.splitlines())
+    assert corrupt.startswith(
+        f"#0 {urls[0]}: failed: could not decode the input image (job real-esrgan_"
+    )
+    assert "'NoneType' object has no attribute 'shape'" in corrupt
+    assert oversized.startswith(
+        f"#1 {urls[1]}: failed: the input image has too many pixels for the model"
+    )
+    hints = [entry["error"]["hint"] for entry in document.json()["results"]]
+    assert "could not decode the input image" == hints[0]
+    assert hints[1].startswith("the input image has too many pixels")

@@ -61,3 +61,28 @@ def test_a_batch_line_with_control_characters_prints_escaped(
     assert 1 == result.code
     assert "\x1b" not in result.out + result.err
     assert f"{listing}:1: https://img.test/{ESCAPED}.png: rejected: " in result.err
+
+
+def test_a_very_long_gateway_error_is_shortened_for_people_and_whole_in_json(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    error = "Traceback: " + "x" * 10_000
+    with scripted_gateway(error=error) as gateway:
+        human = run_cli("upscale", "https://img.test/a.png", "--out", tmp_path, *_scripted_args())
+        document = run_cli(
+            "upscale", "https://img.test/a.png", "--out", tmp_path, "--json", *_scripted_args()
+        )
+        status = run_cli("status", "real-esrgan_00000000", *_scripted_args())
+
+    message = document.json()["results"][0]["error"]["message"]
+    assert message.endswith(error)  # whole in --json
+    message = message.replace(*reversed(gateway.request_ids))  # the human run's job, as printed
+    left_out = len(message) - 300
+    expected = (
+        f"#0 https://img.test/a.png: failed: {message[:300]}... "
+        f"({left_out} more characters; --json has them all)\n"
+    )
+    assert expected == human.err
+    fields = dict(line.split(maxsplit=1) for line in status.out.splitlines())
+    left_out = len(error) - 300
+    assert f"{error[:300]}... ({left_out} more characters; --json has them all)" == fields["error"]

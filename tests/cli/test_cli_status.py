@@ -89,6 +89,7 @@ def test_status_of_a_failed_job_exits_1_after_printing_its_state(
     assert 1 == result.code
     fields = dict(line.split(maxsplit=1) for line in result.out.splitlines())
     assert (request_id, "FAILED") == (fields["request_id"], fields["status"])
+    assert "could not decode the input image" == fields["hint"]
 
 
 @pytest.mark.parametrize(("status", "code"), [("ERROR", 1), ("FAILED", 1), ("PROCESSING", 0)])
