@@ -302,7 +302,8 @@ def _add_emulator(commands: _Commands, redact: Callable[[str], str]) -> None:
         help="serve the gateway emulator on this machine",
         description="Serve an emulator of the gateway on a loopback address until Ctrl+C:\n"
         "the same API, real image upscaling, calibrated timing and optional faults.\n"
-        "It also serves sample inputs under /samples/.",
+        "It also serves sample inputs under /samples/, and three that fail as the\n"
+        "hosted model does: oversized.png, corrupt.png and missing.png.",
         epilog=f"examples:\n  {PROG} emulator --time-scale 0.1 --seed 7\n"
         f"  {PROG} emulator --wallet 0.01 --error-rate 0.2   # see how a client copes\n\n"
         f"then, in another shell:\n"
@@ -392,6 +393,27 @@ def _add_emulator(commands: _Commands, redact: Callable[[str], str]) -> None:
         choices=("iso", "space", "mixed"),
         default="iso",
         help="the timestamp forms in status answers (default: %(default)s)",
+    )
+    webhooks = emulator.add_argument_group("webhooks")
+    webhooks.add_argument(
+        "--allow-http-webhooks",
+        action="store_true",
+        help="accept http:// webhook URLs on loopback (the real gateway requires https), "
+        "so that a local app can receive callbacks",
+    )
+    webhooks.add_argument(
+        "--webhook-duplicate-rate",
+        metavar="P",
+        type=probability,
+        default=0.0,
+        help="share of callbacks delivered twice (default: %(default)s)",
+    )
+    webhooks.add_argument(
+        "--webhook-loss-rate",
+        metavar="P",
+        type=probability,
+        default=0.0,
+        help="share of callbacks never sent (default: %(default)s)",
     )
     emulator.add_argument(
         "--log-level",
