@@ -329,9 +329,10 @@ async def run_batch(
     """Upscale every input, save the outputs, and record everything in `report`.
 
     Returns normally when the run ends, also when the gateway refused the key or
-    the wallet, or the batch file became unreadable: that is `report.stop_error`.
-    Whatever happens, including a cancellation (Ctrl+C), `report` ends up
-    holding every input taken, the stats and the ids of the jobs left unfinished.
+    the wallet or could not be reached, or the batch file became unreadable: that
+    is `report.stop_error`. Whatever happens, including a cancellation (Ctrl+C),
+    `report` ends up holding every input taken, the stats and the ids of the jobs
+    left unfinished (see `_Runner.record_paid_ids_at_stop`).
 
     Args:
         client: An open client.
