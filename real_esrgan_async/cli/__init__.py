@@ -16,33 +16,25 @@ from collections.abc import Callable, Sequence
 
 from real_esrgan_async._client import API_KEY_ENV
 
-from ._args import api_keys_in, build_parser
-from ._commands import run_batch_command, run_status_command, run_upscale_command
-from ._exitcodes import ExitCode
+from ._commands import (
+    run_batch_command,
+    run_demo_command,
+    run_emulator_command,
+    run_status_command,
+    run_upscale_command,
+)
 from ._output import Output
+from ._parser import ExitCode, api_keys_in, build_parser
 
 __all__ = ["ExitCode", "main"]
 
 _Command = Callable[[argparse.Namespace, Output], int]
 
 
-def _run_demo(args: argparse.Namespace, output: Output) -> int:
-    # The emulator (uvicorn, starlette, Pillow) is imported only by the commands that need it.
-    from ._demo import run_demo_command  # noqa: PLC0415
-
-    return run_demo_command(args, output)
-
-
-def _run_emulator(args: argparse.Namespace, output: Output) -> int:
-    from ._serve import run_emulator_command  # noqa: PLC0415
-
-    return run_emulator_command(args, output)
-
-
 _COMMANDS: dict[str, _Command] = {
     "batch": run_batch_command,
-    "demo": _run_demo,
-    "emulator": _run_emulator,
+    "demo": run_demo_command,
+    "emulator": run_emulator_command,
     "status": run_status_command,
     "upscale": run_upscale_command,
 }
@@ -56,13 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 all done, 1 some input not done, 2 usage error,
-        3 the gateway refused the key or the wallet, 130 Ctrl+C (see `ExitCode`).
+        3 the gateway refused the key or the wallet, 4 the gateway could not be
+        reached, 130 Ctrl+C (see `ExitCode`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     user_key = os.environ.get(API_KEY_ENV, "")
     # Known before parsing, so that not even a usage error can print the key.
     output = Output(sys.stdout, sys.stderr, secrets=[user_key, *api_keys_in(argv)])
-    parser = build_parser(redact=output.redact)
+    parser = build_parser(redact=output.for_people)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
@@ -73,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args, output)
     except KeyboardInterrupt:
-        # Ctrl+C outside a run (a run reports its own): nothing was submitted yet.
+        # The one Ctrl+C handler outside a batch run (which turns it into a
+        # cancellation, to keep every paid id: see `execute_batch`): a status call,
+        # or the time before a run starts, when nothing was submitted yet.
         output.error("interrupted")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:

@@ -1,47 +1,262 @@
-"""The one batch runner behind ``upscale``, ``batch`` and ``demo``.
+"""The one batch runner behind ``upscale``, ``batch`` and ``demo``: inputs in, PNGs out.
 
-It is built on `AsyncRealESRGAN.upscale_many`: inputs are pulled lazily, at
-most ``--concurrency`` jobs are in flight, and each COMPLETED output is saved as
-soon as its outcome arrives. Downloads run concurrently in a task group of
-their own, at most `MAX_DOWNLOADS` at once; when they are all busy the loop
-waits, so a slow disk slows submission instead of piling up finished jobs.
+**Inputs.** URLs come from the command line, or are read lazily from a file or
+stdin: one URL per line; blank lines and lines starting with ``#`` are skipped,
+and so is a trailing comment after whitespace (a URL never contains a space).
+The file is read a few lines at a time in a worker thread, and only as fast as
+the fan-out pulls: a file of a million lines is streamed, and a slow producer
+piping into ``-`` never blocks the event loop.
 
+**Names.** Each output is saved as ``<index>-<stem>.png``: ``index`` is the
+input's position among the URLs read (from 0, four digits at least, comments
+and blank lines not counted) and ``stem`` the input file's name without its
+extension, made safe for any file system. So the names are collision-free
+within a run, stable across reruns, and readable (``0003-cat.png`` is the
+upscaled ``https://example.com/img/cat.jpg``). The output is always a PNG.
+
+**The run.** It is built on `AsyncRealESRGAN.upscale_many`: inputs are pulled
+lazily, at most ``--concurrency`` jobs are in flight, and each COMPLETED output
+is saved as soon as its outcome arrives. Downloads run concurrently in a task
+group of their own, at most `MAX_DOWNLOADS` at once; when they are all busy the
+loop waits, so a slow disk slows submission instead of piling up finished jobs.
 Each input's latency is measured by wrapping the input iterator: the clock
 starts when the fan-out pulls the input and stops when its outcome arrives.
 
 With a journal (``batch``'s default), the run opens it for as long as the
 downloads last and marks each saved output in it; a rerun skips the outputs
 saved and still on disk, and downloads the ones that were not.
+
+**Execution.** `execute_batch` runs it all from synchronous code: the client,
+the event loop, Ctrl+C (turned into a cancellation), and the summary.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Self
+import re
+import signal
+import stat
+import threading
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import Self, TextIO
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import attrs
 
 from real_esrgan_async import (
     AsyncRealESRGAN,
     DownloadError,
+    InvalidRequestError,
     JournalError,
     Outcome,
     RealESRGANError,
     SQLiteJournal,
+    Stats,
+    UpscaleRun,
 )
 
-from ._inputs import Input, InputError
-from ._naming import output_name
 from ._output import Output, one_line
-from ._progress import Progress
-from ._report import Category, Entry, Report, classify
+from ._parser import ExitCode
+from ._progress import Progress, make_progress, wants_progress
+from ._report import (
+    Category,
+    Entry,
+    GatewayUnreachableError,
+    Report,
+    classify,
+    describe,
+    json_document,
+    print_stop,
+    print_summary,
+    unreached,
+)
 
-__all__ = ["MAX_DOWNLOADS", "BatchOptions", "run_batch"]
+__all__ = [
+    "BATCH_ENCODING",
+    "MAX_DOWNLOADS",
+    "ArgumentInputs",
+    "BatchOptions",
+    "GatewayAccess",
+    "Input",
+    "InputError",
+    "LineInputs",
+    "count_inputs",
+    "execute_batch",
+    "make_client",
+    "output_name",
+    "run_batch",
+    "url_in_line",
+]
+
+# --- inputs
+
+#: How a batch file (and stdin) is decoded: UTF-8, a leading byte order mark skipped.
+BATCH_ENCODING = "utf-8-sig"
+# Lines read per trip to the worker thread, for a regular file. A pipe or a
+# terminal is read one line per trip, so that each URL starts as soon as it arrives.
+_FILE_CHUNK = 256
+_TRAILING_COMMENT = re.compile(r"\s+#.*$")
+
+
+@attrs.frozen
+class Input:
+    """One URL to upscale.
+
+    Attributes:
+        line: Where it came from: its line number in the batch file, or its
+            position among the command-line URLs (both from 1).
+        url: The URL, as given.
+    """
+
+    line: int
+    url: str
+
+
+class InputError(Exception):
+    """The batch file could not be read (it is gone, unreadable, or not UTF-8 text)."""
+
+
+class ArgumentInputs:
+    """URLs given on the command line, as an async iterator of `Input`.
+
+    Args:
+        urls: The URLs, in order.
+    """
+
+    def __init__(self, urls: Iterable[str]) -> None:
+        self._inputs = iter([Input(n, url) for n, url in enumerate(urls, start=1)])
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Input:
+        try:
+            return next(self._inputs)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+class LineInputs:
+    """URLs read lazily from a text stream, one per line, as an async iterator of `Input`.
+
+    The stream is not closed here: whoever opened it closes it.
+
+    Args:
+        stream: An open text stream (a file, or stdin).
+        name: How to name the stream in error messages (``urls.txt``, ``<stdin>``).
+    """
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        self.name = name
+        self._chunk = _FILE_CHUNK if _is_regular_file(stream) else 1
+        self._buffer: collections.deque[str] = collections.deque()
+        self._eof = False
+        #: The number of the last line handed out (or skipped): reading stopped there.
+        self.last_line = 0
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Input:
+        while True:
+            if not self._buffer:
+                if self._eof:
+                    raise StopAsyncIteration
+                # abandon_on_cancel: a Ctrl+C must not wait for a pipe that sends nothing.
+                lines = await anyio.to_thread.run_sync(self._read_chunk, abandon_on_cancel=True)
+                self._eof = len(lines) < self._chunk
+                self._buffer.extend(lines)
+                continue
+            raw = self._buffer.popleft()
+            self.last_line += 1
+            url = url_in_line(raw)
+            if url is not None:
+                return Input(self.last_line, url)
+
+    def _read_chunk(self) -> list[str]:
+        """Read up to one chunk of lines (in a worker thread)."""
+        lines: list[str] = []
+        try:
+            while len(lines) < self._chunk:
+                line = self._stream.readline()
+                if not line:
+                    break
+                lines.append(line)
+        except UnicodeDecodeError as exc:
+            # The decoder works on blocks, so the bad byte may be a few lines further on.
+            where = self.last_line + len(lines) + 1
+            raise InputError(f"{self.name} is not UTF-8 text (near line {where})") from exc
+        except OSError as exc:
+            raise InputError(f"reading {self.name} failed: {exc.strerror or exc}") from exc
+        return lines
+
+
+def url_in_line(line: str) -> str | None:
+    """The URL on one line of a batch file, or None for a blank line or a comment."""
+    text = _TRAILING_COMMENT.sub("", line.strip())
+    return text if text and not text.startswith("#") else None
+
+
+def count_inputs(path: Path) -> int | None:
+    """How many URLs the batch file at `path` lists (for the progress bar's total).
+
+    The file is read once through before the run, which then streams it again.
+
+    Returns:
+        The count, or None when `path` is not a regular file (a pipe such as
+        ``<(cmd)`` can be read only once) or cannot be read: the bar then shows
+        no total, and the run reports the file's problem itself.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, encoding=BATCH_ENCODING, errors="replace") as stream:
+            return sum(url_in_line(line) is not None for line in stream)
+    except OSError:
+        return None
+
+
+def _is_regular_file(stream: TextIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError):  # io.UnsupportedOperation is both; no descriptor at all
+        return False
+
+
+# --- names of the outputs
+
+_UNSAFE = re.compile(r"[^\w.-]+")
+_MAX_STEM = 60
+
+
+def output_name(index: int, url: str) -> str:
+    """The file name for the output of input `index`, read from `url`.
+
+    Args:
+        index: The input's position, from 0.
+        url: The input URL.
+
+    Returns:
+        ``<index>-<stem>.png``, e.g. ``0003-cat.png``; the stem is ``image``
+        when the URL names no file.
+    """
+    try:
+        path = urllib.parse.urlsplit(url).path
+    except ValueError:  # a malformed URL still gets a name (it is rejected anyway)
+        path = ""
+    stem = PurePosixPath(urllib.parse.unquote(path)).stem
+    stem = _UNSAFE.sub("_", stem).strip("._-")[:_MAX_STEM] or "image"
+    return f"{index:04d}-{stem}.png"
+
+
+# --- the run
 
 #: Outputs downloaded at once, at most (HTTP is also bounded by the client's pool).
 MAX_DOWNLOADS = 8
@@ -114,9 +329,10 @@ async def run_batch(
     """Upscale every input, save the outputs, and record everything in `report`.
 
     Returns normally when the run ends, also when the gateway refused the key or
-    the wallet, or the batch file became unreadable: that is `report.stop_error`.
-    Whatever happens, including a cancellation (Ctrl+C), `report` ends up
-    holding every input taken, the stats and the ids of the jobs left unfinished.
+    the wallet or could not be reached, or the batch file became unreadable: that
+    is `report.stop_error`. Whatever happens, including a cancellation (Ctrl+C),
+    `report` ends up holding every input taken, the stats and the ids of the jobs
+    left unfinished (see `_Runner.record_paid_ids_at_stop`).
 
     Args:
         client: An open client.
@@ -135,28 +351,14 @@ async def run_batch(
             runner.journal = journal
             try:
                 await runner.consume(timed, downloads)
-            except (RealESRGANError, InputError) as exc:
+            except (RealESRGANError, InputError, GatewayUnreachableError) as exc:
                 # Raised by the loop after the outcomes it could yield; downloads
                 # already started still finish (they were paid for).
                 report.stop_error = exc
     except JournalError as exc:  # it could not be opened: locked, or not a journal
         report.stop_error = exc
     finally:
-        # Inputs pulled whose outcome never came: the run stopped first.
-        reason = "interrupted" if report.stop_error is None else type(report.stop_error).__name__
-        for index, taken in sorted(timed.taken.items()):
-            runner.record(
-                Entry(
-                    index=index,
-                    line=taken.input.line,
-                    url=taken.input.url,
-                    category=Category.UNFINISHED,
-                    error_type=reason,
-                    error_message="the run stopped before this input's outcome arrived",
-                ),
-                quiet=True,
-            )
-        report.unfinished_request_ids = client.unfinished_request_ids
+        runner.record_paid_ids_at_stop(timed)
         report.stats = client.stats()
         report.wall_time = anyio.current_time() - started
 
@@ -188,12 +390,14 @@ class _Runner:
         self._output = output
         self._download_slots = anyio.Semaphore(min(options.concurrency, MAX_DOWNLOADS))
         self.journal: SQLiteJournal | None = None
+        #: The fan-out, once started.
+        self.run: UpscaleRun | None = None
         # Outputs are marked saved by absolute path: a rerun from another directory finds them.
         self._saved_dir = Path(os.path.abspath(options.out_dir))
 
     async def consume(self, timed: _TimedInputs, downloads: anyio.abc.TaskGroup) -> None:
         options = self._options
-        run = self._client.upscale_many(
+        self.run = run = self._client.upscale_many(
             timed,
             scale=options.scale,
             face_enhance=options.face_enhance,
@@ -216,6 +420,10 @@ class _Runner:
                     downloads.start_soon(self._save, outcome, taken.input, latency)
                 else:
                     self.record(_failure(outcome, taken.input, latency))
+                    if unreached(outcome):
+                        # Every further submit would fail alike (the client has already
+                        # retried this one): stop now rather than reject every input.
+                        raise GatewayUnreachableError(str(self._client.base_url), outcome.error)
 
     async def _save(self, outcome: Outcome, item: Input, latency: float | None) -> None:
         state = outcome.result
@@ -256,12 +464,43 @@ class _Runner:
             self._download_slots.release()
             self.record(entry)
 
+    def record_paid_ids_at_stop(self, timed: _TimedInputs) -> None:
+        """Account for the run's end, however it came (done, Ctrl+C, a stop, --timeout).
+
+        The one place where a stopped run's paid ids reach the report, and so the
+        summary, the stop message and ``--json``: the jobs paid for and not seen
+        finished (the run's and the client's, as the client also tracks jobs whose
+        outcome the run did not deliver); and each input pulled whose outcome
+        never came, as unfinished.
+        """
+        reason = (
+            "interrupted"
+            if self._report.stop_error is None
+            else type(self._report.stop_error).__name__
+        )
+        for index, taken in sorted(timed.taken.items()):
+            self.record(
+                Entry(
+                    index=index,
+                    line=taken.input.line,
+                    url=taken.input.url,
+                    category=Category.UNFINISHED,
+                    error_type=reason,
+                    error_message="the run stopped before this input's outcome arrived",
+                ),
+                quiet=True,
+            )
+        run_ids = () if self.run is None else self.run.unfinished_request_ids
+        # dict.fromkeys: both orders kept, each id once.
+        ids = dict.fromkeys((*run_ids, *self._client.unfinished_request_ids))
+        self._report.unfinished_request_ids = tuple(ids)
+
     def record(self, entry: Entry, *, quiet: bool = False) -> None:
         """Add `entry` to the report; give a line on stderr to each input not saved."""
         self._report.add(entry)
         self._progress.on_report(self._report)
         if not entry.ok and not quiet:
-            self._output.note(f"{self._where(entry)} {entry.url}: {_describe(entry)}")
+            self._output.note(f"{self._where(entry)} {entry.url}: {describe(entry)}")
 
     def _where(self, entry: Entry) -> str:
         source = self._report.source_name
@@ -298,6 +537,122 @@ def _failure(outcome: Outcome, item: Input, latency: float | None) -> Entry:
     )
 
 
-def _describe(entry: Entry) -> str:
-    what = entry.category.value.replace("_", " ")
-    return f"{what}: {entry.error_message}" if entry.error_message else what
+# --- execution from synchronous code
+
+
+@attrs.frozen(repr=False)
+class GatewayAccess:
+    """Which gateway to use, and with which key (kept out of any repr).
+
+    Attributes:
+        api_key: The key.
+        base_url: The gateway's origin.
+    """
+
+    api_key: str
+    base_url: str
+
+    def __repr__(self) -> str:
+        return f"GatewayAccess(base_url={self.base_url!r})"
+
+
+def make_client(
+    gateway: GatewayAccess, *, on_progress: Callable[[Stats], None] | None = None
+) -> AsyncRealESRGAN:
+    """A client for `gateway`.
+
+    Raises:
+        InvalidRequestError: The base URL is malformed.
+    """
+    return AsyncRealESRGAN(gateway.api_key, base_url=gateway.base_url, on_progress=on_progress)
+
+
+def execute_batch(
+    output: Output,
+    gateway: GatewayAccess,
+    inputs: AsyncIterator[Input],
+    options: BatchOptions,
+    *,
+    backend: str,
+    json: bool,
+    total: int | None,
+    emulated: bool = False,
+) -> ExitCode:
+    """Run a batch to its end, print its summary and say how the command should exit.
+
+    Args:
+        output: The command's streams.
+        gateway: Where to send the jobs.
+        inputs: The URLs; a `LineInputs` makes errors name the file and line.
+        options: Scale, output directory, concurrency, timeout.
+        backend: ``"asyncio"`` or ``"trio"``.
+        json: Print the JSON document instead of the human summary.
+        total: How many inputs there are, when known (for the progress bar).
+        emulated: The gateway is the embedded emulator (nothing is charged).
+
+    Returns:
+        The exit status (see `ExitCode`).
+    """
+    try:
+        options.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        output.error(f"cannot create the output directory {options.out_dir}: {exc.strerror}")
+        return ExitCode.USAGE
+    report = Report(out_dir=options.out_dir, keep_entries=json, emulated=emulated)
+    source = inputs if isinstance(inputs, LineInputs) else None
+    report.source_name = None if source is None else source.name
+    report.journal = options.journal
+    progress = make_progress(
+        output, enabled=wants_progress(output, json=json), total=total, label="upscaling"
+    )
+    try:
+        client = make_client(gateway, on_progress=progress.on_stats)
+    except InvalidRequestError as exc:  # a malformed --base-url
+        output.error(str(exc))
+        return ExitCode.USAGE
+
+    async def main() -> None:
+        async with client:
+            progress.start()
+            try:
+                async with anyio.create_task_group() as run_scope:
+                    run_scope.start_soon(_cancel_on_ctrl_c, run_scope.cancel_scope, report)
+                    await run_batch(
+                        client, inputs, options, report=report, progress=progress, output=output
+                    )
+                    run_scope.cancel_scope.cancel()  # done: stop listening for Ctrl+C
+            finally:
+                progress.stop()
+
+    try:
+        anyio.run(main, backend=backend)
+    except* KeyboardInterrupt:
+        # Bare from asyncio; on trio it may come out of a task group, in a group.
+        # The run has already unwound: submission stopped, and the report holds
+        # the ids of the jobs paid for and still running.
+        report.interrupted = True
+    if source is not None:
+        report.last_line = source.last_line
+    if json:
+        output.document(json_document(report))
+    else:
+        print_summary(report, output)
+    print_stop(report, output)
+    return report.exit_code()
+
+
+async def _cancel_on_ctrl_c(scope: anyio.CancelScope, report: Report) -> None:
+    """Turn the first Ctrl+C into a cancellation of the run.
+
+    A KeyboardInterrupt can be raised in the middle of any unprotected code (on
+    trio, even between a paid POST's answer and the recording of its id); a
+    cancellation unwinds through the library's shields instead, so every paid id
+    is kept. A second Ctrl+C, once this receiver is gone, interrupts as usual.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach only the main thread: Ctrl+C stays a KeyboardInterrupt there
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            report.interrupted = True
+            scope.cancel()
+            return

@@ -1,26 +1,74 @@
-"""The gateway commands: ``upscale``, ``batch`` and ``status``."""
+"""The five commands: ``upscale``, ``batch``, ``status``, ``emulator`` and ``demo``.
+
+Each takes the parsed options and the command's `Output`, and returns its exit
+status. ``upscale``, ``batch`` and ``demo`` differ only in where their URLs and
+their gateway come from: all three go through `execute_batch`. The emulator's
+server and imaging libraries are imported only by the two commands that use them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
+import socket
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
 import attrs
+import httpx
 
-from real_esrgan_async import InvalidRequestError, JobState, RealESRGANError
+from real_esrgan_async import (
+    APIConnectionError,
+    InvalidRequestError,
+    JobState,
+    RealESRGANError,
+    Status,
+)
+from real_esrgan_async._client import API_KEY_ENV, DEFAULT_BASE_URL
+from real_esrgan_async._urls import is_loopback_url
 
-from ._batch import BatchOptions
-from ._execute import execute_batch, gateway_access, make_client
-from ._exitcodes import ExitCode
-from ._inputs import ArgumentInputs, LineInputs
-from ._output import Output
-from ._report import REFUSALS
+from ._batch import (
+    BATCH_ENCODING,
+    ArgumentInputs,
+    BatchOptions,
+    GatewayAccess,
+    LineInputs,
+    count_inputs,
+    execute_batch,
+    make_client,
+)
+from ._output import PROG, Output
+from ._parser import BASE_URL_ENV, ExitCode
+from ._progress import wants_progress
+from ._report import REFUSALS, GatewayUnreachableError, print_state, state_json
 
-__all__ = ["run_batch_command", "run_status_command", "run_upscale_command"]
+__all__ = [
+    "run_batch_command",
+    "run_demo_command",
+    "run_emulator_command",
+    "run_status_command",
+    "run_upscale_command",
+]
+
+
+def gateway_access(args: argparse.Namespace, output: Output) -> GatewayAccess | None:
+    """The key and base URL from the options or the environment; None (after an error line)
+    when there is no key."""
+    api_key = args.api_key or os.environ.get(API_KEY_ENV)
+    if not api_key:
+        output.error(
+            f"no API key: pass --api-key KEY or set the {API_KEY_ENV} environment variable "
+            "(`real-esrgan demo` runs without one)"
+        )
+        return None
+    output.add_secret(api_key)
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return GatewayAccess(api_key, base_url)
 
 
 def _options(args: argparse.Namespace) -> BatchOptions:
@@ -54,13 +102,15 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
     gateway = gateway_access(args, output)
     if gateway is None:
         return ExitCode.USAGE
+    # utf-8-sig: a list saved by an editor that writes a byte order mark (Windows
+    # Notepad) must not reject its first URL; without a BOM it reads as UTF-8.
     stream: TextIO
     if args.file == "-":
-        stream, name = sys.stdin, "<stdin>"
+        stream, name = _stdin_as_utf8(), "<stdin>"
     else:
         try:
             # Closed below; a context manager would hold the whole run indented for nothing.
-            stream = open(args.file, encoding="utf-8")  # noqa: SIM115
+            stream = open(args.file, encoding=BATCH_ENCODING)  # noqa: SIM115
         except OSError as exc:
             output.error(f"cannot read {args.file}: {exc.strerror or exc}")
             return ExitCode.USAGE
@@ -68,6 +118,11 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
     options = attrs.evolve(
         _options(args), journal=_journal_path(args), resubmit_ambiguous=args.resubmit_ambiguous
     )
+    # The bar's total: worth a first read of a file only when a bar is drawn; a
+    # stream (stdin) has none, and is never read ahead.
+    total = None
+    if stream is not sys.stdin and wants_progress(output, json=args.json):
+        total = count_inputs(Path(args.file))
     try:
         return execute_batch(
             output,
@@ -76,11 +131,20 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
             options,
             backend=args.backend,
             json=args.json,
-            total=None,  # streamed: counting the lines first would read the file twice
+            total=total,
         )
     finally:
         if stream is not sys.stdin:
             stream.close()
+
+
+def _stdin_as_utf8() -> TextIO:
+    """stdin, decoded as a batch file is (UTF-8, a BOM skipped), whatever the locale says."""
+    stdin = sys.stdin
+    if isinstance(stdin, io.TextIOWrapper):
+        # Allowed while nothing has been read from it, as at the start of the command.
+        stdin.reconfigure(encoding=BATCH_ENCODING)
+    return stdin
 
 
 def _journal_path(args: argparse.Namespace) -> Path | None:
@@ -99,7 +163,12 @@ def _journal_path(args: argparse.Namespace) -> Path | None:
 
 
 def run_status_command(args: argparse.Namespace, output: Output) -> int:
-    """``real-esrgan status REQUEST_ID``: one status call."""
+    """``real-esrgan status REQUEST_ID``: one status call.
+
+    Exits 0 for a job QUEUED, PROCESSING or COMPLETED, 1 for one that ended
+    FAILED or ERROR or an id the gateway does not know, 3 when the gateway
+    refuses the key, 4 when it cannot be reached.
+    """
     gateway = gateway_access(args, output)
     if gateway is None:
         return ExitCode.USAGE
@@ -121,39 +190,178 @@ def run_status_command(args: argparse.Namespace, output: Output) -> int:
     except REFUSALS as exc:
         output.error(str(exc))
         return ExitCode.REFUSED
+    except APIConnectionError as exc:
+        output.error(str(GatewayUnreachableError(str(client.base_url), exc)))
+        return ExitCode.UNREACHABLE
     except RealESRGANError as exc:  # 404 for an unknown id, the gateway unreachable...
         output.error(str(exc))
         return ExitCode.INCOMPLETE
-    except KeyboardInterrupt:
-        output.error("interrupted")
-        return ExitCode.INTERRUPTED
     document = state_json(state)
     if args.json:
-        output.result(json.dumps(document, indent=2))
+        output.document(json.dumps(document, indent=2))
     else:
-        _print_state(document, output)
+        print_state(document, output)
+    # A script can branch on the exit status alone: a job that ended without an
+    # output (FAILED, or ERROR) is not a success; one still running is not a failure.
+    if state.status in (Status.FAILED, Status.ERROR):
+        return ExitCode.INCOMPLETE
     return ExitCode.OK
 
 
-def state_json(state: JobState) -> dict[str, Any]:
-    """A job state as JSON-ready data (timestamps in ISO 8601, UTC)."""
-    return {
-        "request_id": state.request_id,
-        "status": state.status.value,
-        "model_id": state.model_id,
-        "error": state.error,
-        "media_urls": list(state.media_urls),
-        "media_type": state.media_type,
-        "created_at": None if state.created_at is None else state.created_at.isoformat(),
-        "updated_at": None if state.updated_at is None else state.updated_at.isoformat(),
-        "completed_at": None if state.completed_at is None else state.completed_at.isoformat(),
-    }
+# --- demo: the samples through a local emulator, in this process
 
 
-def _print_state(document: dict[str, Any], output: Output) -> None:
-    for field, value in document.items():
-        if field == "media_urls":
-            for url in value or ["-"]:
-                output.result(f"{'media_url':<13} {url}")
-        else:
-            output.result(f"{field:<13} {'-' if value is None else value}")
+def run_demo_command(args: argparse.Namespace, output: Output) -> int:
+    """Upscale the emulator's samples into ``--out``; print the summary.
+
+    The emulator runs in a background thread of this process; the upscaling goes
+    through the very code path of ``batch``. Its random faults (ERROR jobs, cold
+    starts) are off, so the demo finishes in a few seconds and ends with exit
+    status 0; ``real-esrgan emulator`` has them all as options.
+    """
+    try:
+        # The emulator's server and imaging libraries load only for the commands that use them.
+        from real_esrgan_async.testing import EmulatorConfig, running_emulator  # noqa: PLC0415
+    except ImportError as exc:
+        output.error(
+            f"the demo needs the emulator ({exc.name} is missing): "
+            "pip install 'real-esrgan-async[cli]'"
+        )
+        return ExitCode.USAGE
+    config = EmulatorConfig(
+        time_scale=args.time_scale, seed=args.seed, error_rate=0.0, cold_start_rate=0.0
+    )
+    output.note(
+        f"Starting the gateway emulator (time scale {args.time_scale:g}: {_speed(args.time_scale)})"
+    )
+    with running_emulator(config) as gateway:
+        urls = gateway.sample_urls()
+        output.note(
+            f"Upscaling its {len(urls)} sample images x{args.scale} into {args.out}/ "
+            f"through the library, as `real-esrgan batch` would"
+        )
+        return execute_batch(
+            output,
+            GatewayAccess(gateway.api_key, gateway.base_url),
+            ArgumentInputs(urls),
+            BatchOptions(
+                scale=args.scale,
+                face_enhance=False,
+                out_dir=args.out,
+                concurrency=args.concurrency,
+            ),
+            backend=args.backend,
+            json=args.json,
+            total=len(urls),
+            emulated=True,
+        )
+
+
+def _speed(time_scale: float) -> str:
+    if time_scale == 0:
+        return "jobs finish at once"
+    if time_scale == 1:
+        return "real time"
+    factor = 1 / time_scale
+    return f"{factor:g} times faster than real" if factor > 1 else f"{time_scale:g} times slower"
+
+
+# --- emulator: serve it on loopback until Ctrl+C
+
+
+def run_emulator_command(args: argparse.Namespace, output: Output) -> int:
+    """Serve the emulator with the options' knobs; print its base URL and key first."""
+    try:
+        # The emulator's server and imaging libraries load only for the commands that use them.
+        from real_esrgan_async.testing import DEFAULT_API_KEY, Emulator, EmulatorConfig, serve  # noqa: PLC0415
+    except ImportError as exc:
+        output.error(
+            f"the emulator needs its extra ({exc.name} is missing): "
+            "pip install 'real-esrgan-async[cli]'"
+        )
+        return ExitCode.USAGE
+    keys = args.api_keys or [DEFAULT_API_KEY]
+    try:
+        config = EmulatorConfig(
+            api_keys=keys,
+            time_scale=args.time_scale,
+            seed=args.seed,
+            wallet_balance=args.wallet,
+            rate_limit=args.rate_limit,
+            rate_limit_window=args.rate_limit_window,
+            fetch_inputs=args.fetch_inputs,
+            error_rate=args.error_rate,
+            cold_start_rate=args.cold_start_rate,
+            status_error_rate=args.status_error_rate,
+            latency=args.latency,
+            timestamp_format=args.timestamp_format,
+            allow_http_webhooks=args.allow_http_webhooks,
+            webhook_duplicate_rate=args.webhook_duplicate_rate,
+            webhook_loss_rate=args.webhook_loss_rate,
+        )
+    except (TypeError, ValueError) as exc:
+        output.error(str(exc))
+        return ExitCode.USAGE
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    if not _is_loopback(host):
+        # The emulator fetches any URL it is sent and accepts a published key: on a
+        # network it would be an open proxy. `serve` refuses too; this says so first.
+        output.error(
+            f"the emulator listens only on loopback (127.0.0.1, ::1, localhost), not {args.host!r}"
+        )
+        return ExitCode.USAGE
+    try:
+        port = _check_port(args.host, args.port)
+    except OSError as exc:
+        output.error(
+            f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc} "
+            "(pick another with --port)"
+        )
+        return ExitCode.USAGE
+    base_url = f"http://{host}:{port}"
+    output.result(f"Real-ESRGAN gateway emulator on {base_url}")
+    output.result(f"  API key:  {', '.join(sorted(keys))}")
+    samples = Emulator.sample_urls(base_url)
+    output.result(f"  samples:  {samples[0]} and {len(samples) - 1} more under /samples/")
+    # Through the emulator's own lookup, which refuses a name it does not serve.
+    failures = [Emulator.sample_url(base_url, name) for name in _FAILURE_SAMPLES]
+    output.result(
+        f"  failures: {failures[0]}, {', '.join(_FAILURE_SAMPLES[1:])}: their jobs end FAILED "
+        "(too many pixels, not an image, a 404), as on the hosted model"
+    )
+    output.result(
+        f"  try:      {BASE_URL_ENV}={base_url} {API_KEY_ENV}={min(keys)} "
+        f"{PROG} upscale {samples[0]}"
+    )
+    output.result("Press Ctrl+C to stop.")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how a server is meant to stop
+        serve(config, host=args.host, port=port, log_level=args.log_level)
+    return ExitCode.OK
+
+
+#: The emulator's samples whose jobs fail: too many pixels, not an image, a 404.
+_FAILURE_SAMPLES = ("oversized.png", "corrupt.png", "missing.png")
+
+
+def _check_port(host: str, port: int) -> int:
+    """Bind and release `host`:`port` to report a busy port in one clear line; with port 0,
+    pick a free port now, so that the URL printed is the real one.
+
+    Raises:
+        OSError: The port cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port in TIME_WAIT after a previous run is not busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        bound: int = probe.getsockname()[1]
+        return bound
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` (IPv6 in brackets) names this machine, judged as the library judges URLs."""
+    try:
+        return is_loopback_url(f"http://{host}/")
+    except httpx.InvalidURL:  # not a host at all
+        return False

@@ -1,36 +1,90 @@
-"""What a batch run did, filled in as outcomes arrive.
+"""What a batch run did, and how the commands print it: for people and as JSON.
 
-The report is complete at every moment, so a run stopped by Ctrl+C or by the
-gateway can still be summarised, with the ids of the jobs it paid for.
+The report is filled in as outcomes arrive and is complete at every moment, so
+a run stopped by Ctrl+C or by the gateway can still be summarised, with the ids
+of the jobs it paid for. At the end it is printed as a few lines for people, or
+as one JSON document for scripts.
+
+Latency is measured per input, from the moment the fan-out pulled it from the
+input stream to the moment its outcome arrived (the output's download is not
+included), and only for inputs that became jobs: a URL rejected before sending
+would pull the percentiles towards zero.
 """
 
 from __future__ import annotations
 
 import enum
+import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from real_esrgan_async import (
     AmbiguousSubmitError,
+    APIConnectionError,
     AuthenticationError,
     InsufficientBalanceError,
     JobFailedError,
+    JobState,
     JournalLockedError,
     JournalMismatchError,
     Outcome,
     PermissionDeniedError,
     Stats,
 )
+from real_esrgan_async._client import API_KEY_ENV
 
-from ._exitcodes import ExitCode
+from ._output import Output, one_line, shorten
+from ._parser import BASE_URL_ENV, ExitCode
 
-__all__ = ["Category", "Entry", "Report", "classify"]
+__all__ = [
+    "JOURNAL_MISUSE",
+    "REFUSALS",
+    "Category",
+    "Entry",
+    "GatewayUnreachableError",
+    "Report",
+    "classify",
+    "describe",
+    "failure_hint",
+    "json_document",
+    "percentile",
+    "print_state",
+    "print_stop",
+    "print_summary",
+    "state_json",
+    "unreached",
+]
 
 #: Errors that stop a whole run: every further call would be refused too.
 REFUSALS = (AuthenticationError, PermissionDeniedError, InsufficientBalanceError)
 #: A journal of another batch, or one in use: the command was used wrongly.
 JOURNAL_MISUSE = (JournalLockedError, JournalMismatchError)
+
+
+class GatewayUnreachableError(Exception):
+    """No connection to the gateway could be made (after the client's retries): the run stops.
+
+    Args:
+        base_url: The gateway's origin, as the command was told.
+        cause: The library's error, for its details.
+    """
+
+    def __init__(self, base_url: str, cause: BaseException | None) -> None:
+        detail = "" if cause is None else f" ({one_line(str(cause))})"
+        super().__init__(f"cannot reach the gateway at {base_url}{detail}")
+        self.base_url = base_url
+
+
+def unreached(outcome: Outcome) -> bool:
+    """Whether `outcome` says that the gateway could not be reached: no job, no connection.
+
+    A submit that failed *after* it was sent is an `AmbiguousSubmitError`, not this.
+    """
+    return outcome.request_id is None and isinstance(outcome.error, APIConnectionError)
 
 
 class Category(enum.StrEnum):
@@ -100,6 +154,36 @@ def classify(outcome: Outcome) -> Category:
     return Category.ERRORED
 
 
+#: What the model's verbatim failure messages mean, for people (see the domain notes).
+_FAILURE_HINTS = (
+    ("'NoneType' object has no attribute 'shape'", "could not decode the input image"),
+    (
+        "greater than the max size that fits in GPU memory",
+        "the input image has too many pixels for the model (at most 2,096,704, such as "
+        "1448x1448): resize it",
+    ),
+)
+
+
+def failure_hint(message: str | None) -> str | None:
+    """What a known failure message from the model means, in plain words, or None."""
+    if message is not None:
+        for known, hint in _FAILURE_HINTS:
+            if known in message:
+                return hint
+    return None
+
+
+def describe(entry: Entry) -> str:
+    """An input's fate in a few words, for its line on stderr (a long error shortened)."""
+    what = entry.category.value.replace("_", " ")
+    if not entry.error_message:
+        return what
+    hint = failure_hint(entry.error_message)
+    message = shorten(entry.error_message, in_json=True)
+    return f"{what}: {hint} ({message})" if hint else f"{what}: {message}"
+
+
 class Report:
     """Everything a batch run did; the summary and the ``--json`` document are read from it.
 
@@ -132,6 +216,8 @@ class Report:
         #: For a batch file: the last line read (reading stopped there).
         self.last_line: int | None = None
         self.source_name: str | None = None
+        #: The batch's journal, if one is kept (a rerun of the same command resumes from it).
+        self.journal: Path | None = None
 
     def add(self, entry: Entry) -> None:
         """Record the fate of one input."""
@@ -162,6 +248,222 @@ class Report:
             return ExitCode.REFUSED
         if isinstance(self.stop_error, JOURNAL_MISUSE):
             return ExitCode.USAGE
+        if isinstance(self.stop_error, GatewayUnreachableError):
+            return ExitCode.UNREACHABLE
         if self.stop_error is not None or self.counts[Category.COMPLETED] != self.inputs:
             return ExitCode.INCOMPLETE
         return ExitCode.OK
+
+
+# --- the end of a run, for people and for scripts
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """The `p`-th percentile of `values` (nearest rank), or None when there are none.
+
+    Args:
+        values: The samples, in any order.
+        p: The percentile, in (0, 100].
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} s"
+
+
+def print_summary(report: Report, output: Output) -> None:
+    """Print the human summary on stdout."""
+    counts = report.counts
+    stats = report.stats
+    saved = counts[Category.COMPLETED]
+    output.result(
+        f"{saved} of {report.inputs} input{'' if report.inputs == 1 else 's'} upscaled "
+        f"and saved to {report.out_dir}/ in {report.wall_time:.1f} s"
+    )
+    parts = [
+        f"completed {saved}",
+        f"failed {counts[Category.FAILED]}",
+        f"errored {counts[Category.ERRORED]}",
+        f"rejected {counts[Category.REJECTED]}",
+        f"not saved {counts[Category.NOT_SAVED]}",
+    ]
+    if counts[Category.UNFINISHED]:
+        parts.append(f"unfinished {counts[Category.UNFINISHED]}")
+    output.result("  " + ", ".join(parts))
+    if report.resumed:
+        output.result(
+            f"  resumed from the journal: {report.resumed} input"
+            f"{'' if report.resumed == 1 else 's'} submitted by an earlier run, "
+            f"{report.skipped} already saved (not downloaded again)"
+        )
+    cost = f"estimated cost ${stats.cost_usd:.3f} for {stats.submitted} job"
+    cost += "" if stats.submitted == 1 else "s"
+    if report.emulated:
+        cost += " (emulated: nothing was charged)"
+    output.result(f"  {cost}, {stats.status_calls_per_job:.2f} status calls per job")
+    output.result(
+        f"  latency per job: p50 {_seconds(percentile(report.latencies, 50))}, "
+        f"p95 {_seconds(percentile(report.latencies, 95))}"
+    )
+    if report.journal is not None and report.exit_code() is ExitCode.OK:
+        # The journal is closed (and unlocked) by now; it has nothing left to resume.
+        output.result(
+            f"  every input is saved: the journal {report.journal} has nothing left to resume"
+        )
+
+
+def print_stop(report: Report, output: Output) -> None:
+    """On stderr: what stopped the run, where reading stopped, and the jobs left running.
+
+    Printed whenever a paid job is left unfinished, so that no paid job is lost.
+    """
+    stopped = report.interrupted or report.stop_error is not None
+    if report.interrupted:
+        output.error("interrupted: nothing more was submitted")
+    elif report.stop_error is not None:
+        output.error(f"the run stopped: {report.stop_error}")
+        hint = _HINTS.get(type(report.stop_error))
+        if hint is not None:
+            output.note(hint)
+    if stopped and report.last_line is not None:
+        output.note(
+            f"{report.source_name} was read up to line {report.last_line}; "
+            "the lines after it were not read"
+        )
+    ids = report.unfinished_request_ids
+    if ids:
+        output.note(
+            f"{len(ids)} paid job{'' if len(ids) == 1 else 's'} not seen finished "
+            f"(check with `real-esrgan status REQUEST_ID`):"
+        )
+        for request_id in ids:
+            output.note(f"  {request_id}")
+    elif stopped:
+        output.note("no paid job was left unfinished")
+    if report.ambiguous:
+        output.note(
+            f"{report.ambiguous} submit{'' if report.ambiguous == 1 else 's'} may or may not "
+            "have created a job: check the provider's dashboard, then rerun with "
+            "--resubmit-ambiguous to submit them again (each may be paid for twice)"
+        )
+    if (stopped or ids) and not isinstance(report.stop_error, JOURNAL_MISUSE):
+        _print_rerun(report, output)
+
+
+def _print_rerun(report: Report, output: Output) -> None:
+    """What rerunning the same command does after a stop: resume, or start over."""
+    if report.journal is not None:
+        output.note(
+            f"rerun the same command to resume: the journal {report.journal} keeps every "
+            "paid job (polled again, never paid twice) and skips the outputs already saved"
+        )
+    else:
+        output.note(
+            "no journal was kept (upscale, stdin, or --no-journal): rerunning the command "
+            "submits every input again"
+        )
+
+
+_HINTS: dict[type[BaseException], str] = {
+    AuthenticationError: f"check the key: --api-key or the {API_KEY_ENV} variable",
+    PermissionDeniedError: "this key may not use the Real-ESRGAN model; check its permissions",
+    InsufficientBalanceError: "top up the wallet, then rerun the inputs that were not "
+    "submitted (--json lists them as rejected or unfinished)",
+    JournalLockedError: "another real-esrgan is running this batch: wait for it, or stop it",
+    GatewayUnreachableError: f"check --base-url (or ${BASE_URL_ENV}) and the network; "
+    "the inputs not submitted cost nothing",
+    JournalMismatchError: "for a new list, pass --journal PATH (or --no-journal, or another "
+    "--out); to resume, pass the same list as before",
+}
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    error = None
+    if entry.error_type is not None:
+        error = {
+            "type": entry.error_type,
+            "message": entry.error_message,
+            "hint": failure_hint(entry.error_message),
+        }
+    return {
+        "index": entry.index,
+        "line": entry.line,
+        "url": entry.url,
+        "ok": entry.ok,
+        "status": entry.category.value,
+        "request_id": entry.request_id,
+        "output": None if entry.output is None else str(entry.output),
+        "error": error,
+        "latency_s": None if entry.latency is None else round(entry.latency, 3),
+        "resumed": entry.resumed,
+        "skipped": entry.skipped,
+    }
+
+
+def json_document(report: Report) -> str:
+    """The ``--json`` document: a summary and one entry per input, in input order."""
+    stats = report.stats
+    stop = report.stop_error
+    p50 = percentile(report.latencies, 50)
+    p95 = percentile(report.latencies, 95)
+    summary: dict[str, Any] = {
+        "inputs": report.inputs,
+        **{category.value: count for category, count in report.counts.items()},
+        "resumed": report.resumed,
+        "skipped": report.skipped,
+        "jobs_submitted": stats.submitted,
+        "cost_usd": stats.cost_usd,
+        "emulated": report.emulated,
+        "status_calls": stats.status_calls,
+        "status_calls_per_job": round(stats.status_calls_per_job, 3),
+        "latency_p50_s": None if p50 is None else round(p50, 3),
+        "latency_p95_s": None if p95 is None else round(p95, 3),
+        "wall_time_s": round(report.wall_time, 3),
+        "out_dir": str(report.out_dir),
+        "journal": None if report.journal is None else str(report.journal),
+        "exit_code": int(report.exit_code()),
+        "interrupted": report.interrupted,
+        "stopped_by": None
+        if stop is None
+        else {"type": type(stop).__name__, "message": one_line(str(stop))},
+        "unfinished_request_ids": list(report.unfinished_request_ids),
+    }
+    results = [_entry_json(entry) for entry in sorted(report.entries, key=lambda e: e.index)]
+    return json.dumps({"summary": summary, "results": results}, indent=2)
+
+
+# --- one job's state (`real-esrgan status`)
+
+
+def state_json(state: JobState) -> dict[str, Any]:
+    """A job state as JSON-ready data (timestamps in ISO 8601, UTC)."""
+    return {
+        "request_id": state.request_id,
+        "status": state.status.value,
+        "model_id": state.model_id,
+        "error": state.error,
+        "media_urls": list(state.media_urls),
+        "media_type": state.media_type,
+        "created_at": None if state.created_at is None else state.created_at.isoformat(),
+        "updated_at": None if state.updated_at is None else state.updated_at.isoformat(),
+        "completed_at": None if state.completed_at is None else state.completed_at.isoformat(),
+    }
+
+
+def print_state(document: dict[str, Any], output: Output) -> None:
+    for field, value in document.items():
+        if field == "media_urls":
+            for url in value or ["-"]:
+                output.result(f"{'media_url':<13} {url}")
+        elif field == "error" and value is not None:
+            output.result(f"{field:<13} {shorten(value, in_json=True)}")
+            hint = failure_hint(value)
+            if hint is not None:
+                output.result(f"{'hint':<13} {hint}")
+        else:
+            output.result(f"{field:<13} {'-' if value is None else value}")

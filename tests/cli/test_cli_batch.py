@@ -99,3 +99,38 @@ def test_an_unreadable_batch_file_is_a_usage_error(run_cli: RunCli, tmp_path: Pa
     assert 2 == result.code
     assert f"real-esrgan: error: cannot read {tmp_path / 'nope.txt'}: No such file" in result.err
     assert "" == result.out
+
+
+def test_a_batch_file_saved_with_a_byte_order_mark_keeps_its_first_url(
+    run_cli: RunCli, shared_gateway: RunningEmulator, tmp_path: Path
+) -> None:
+    """Editors such as Notepad start UTF-8 files with a BOM: it is not part of the first URL."""
+    urls = [shared_gateway.sample_url("tiny.png"), shared_gateway.sample_url("gray.png")]
+    listing = tmp_path / "urls.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + "\n".join(urls).encode() + b"\n")
+
+    result = run_cli(
+        "batch", listing, "--out", tmp_path / "out", "--json", *gateway_args(shared_gateway)
+    )
+
+    assert 0 == result.code, result.err
+    assert urls == [entry["url"] for entry in result.json()["results"]]
+
+
+def test_stdin_with_a_byte_order_mark_keeps_its_first_url(
+    run_cli: RunCli,
+    shared_gateway: RunningEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """stdin is decoded as a batch file is, whatever encoding the locale gave it."""
+    url = shared_gateway.sample_url("tiny.png")
+    raw = io.BytesIO(b"\xef\xbb\xbf" + url.encode() + b"\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(raw, encoding="latin-1"))
+
+    result = run_cli(
+        "batch", "-", "--out", tmp_path / "out", "--json", *gateway_args(shared_gateway)
+    )
+
+    assert 0 == result.code, result.err
+    assert [url] == [entry["url"] for entry in result.json()["results"]]

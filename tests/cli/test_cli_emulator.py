@@ -11,16 +11,19 @@ import real_esrgan_async.testing
 from real_esrgan_async.testing import EmulatorConfig
 
 
-def test_the_options_configure_the_served_emulator(
-    run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What the command asked `serve` for (the config and the server's options), not served."""
     served: dict[str, Any] = {}
 
     def fake_serve(config: EmulatorConfig, **kwargs: Any) -> None:
         served.update(kwargs, config=config)
 
     monkeypatch.setattr(real_esrgan_async.testing, "serve", fake_serve)
+    return served
 
+
+def test_the_options_configure_the_served_emulator(run_cli: RunCli, served: dict[str, Any]) -> None:
     result = run_cli(
         "emulator", "--port", "0", "--time-scale", "0.05", "--seed", "9", "--wallet", "1.5",
         "--error-rate", "0.2", "--rate-limit", "30", "--rate-limit-window", "10",
@@ -55,3 +58,38 @@ def test_the_emulator_refuses_to_listen_beyond_loopback(run_cli: RunCli) -> None
     assert 2 == result.code
     assert "listens only on loopback" in result.err
     assert "" == result.out
+
+
+def test_the_webhook_knobs_configure_the_served_emulator(
+    run_cli: RunCli, served: dict[str, Any]
+) -> None:
+    result = run_cli(
+        "emulator", "--port", "0", "--allow-http-webhooks",
+        "--webhook-duplicate-rate", "0.25", "--webhook-loss-rate", "0.1",
+    )  # fmt: skip
+
+    assert 0 == result.code, result.err
+    config = served["config"]
+    assert (True, 0.25, 0.1) == (
+        config.allow_http_webhooks,
+        config.webhook_duplicate_rate,
+        config.webhook_loss_rate,
+    )
+
+
+def test_a_webhook_rate_outside_0_to_1_is_a_usage_error(run_cli: RunCli) -> None:
+    result = run_cli("emulator", "--webhook-loss-rate", "1.5")
+
+    assert 2 == result.code
+    assert "--webhook-loss-rate: expected a number >= 0 and <= 1, got '1.5'" in result.err
+
+
+def test_the_banner_lists_the_failure_samples(run_cli: RunCli, served: dict[str, Any]) -> None:
+    result = run_cli("emulator", "--port", "0")
+
+    assert 0 == result.code, result.err
+    base_url = f"http://127.0.0.1:{served['port']}"
+    assert (
+        f"  failures: {base_url}/samples/oversized.png, corrupt.png, missing.png: their jobs "
+        "end FAILED (too many pixels, not an image, a 404), as on the hosted model\n"
+    ) in result.out

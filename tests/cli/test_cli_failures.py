@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -197,3 +199,67 @@ def test_the_key_from_the_environment_is_masked_in_usage_errors(
 
     assert 2 == result.code
     assert "unrecognized arguments: ***" in result.err
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_an_unreachable_gateway_stops_the_run_early_with_exit_status_4(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    """Not 50 "rejected" lines: the first input that cannot be sent stops the run."""
+    base_url = f"http://127.0.0.1:{closed_port}"
+    monkeypatch.setattr("sys.stdin", io.StringIO("https://img.test/a.png\n" * 50))
+
+    result = run_cli(
+        "batch", "-", "--concurrency", "2", "--out", tmp_path, "--json",
+        "--base-url", base_url, "--api-key", KEY,
+    )  # fmt: skip
+
+    assert 4 == result.code
+    assert f"real-esrgan: error: the run stopped: cannot reach the gateway at {base_url} (" in (
+        result.err
+    )
+    summary = result.json()["summary"]
+    assert "GatewayUnreachableError" == summary["stopped_by"]["type"]
+    assert 4 == summary["exit_code"]
+    assert summary["rejected"] <= 2  # at most the inputs in flight when it stopped
+    assert summary["inputs"] <= 3
+    assert 0 == summary["jobs_submitted"]
+
+
+def test_status_with_an_unreachable_gateway_exits_4(run_cli: RunCli, closed_port: int) -> None:
+    base_url = f"http://127.0.0.1:{closed_port}"
+
+    result = run_cli("status", "real-esrgan_0", "--base-url", base_url, "--api-key", KEY)
+
+    assert 4 == result.code
+    assert result.err.startswith(f"real-esrgan: error: cannot reach the gateway at {base_url} (")
+
+
+def test_a_corrupt_or_oversized_input_gets_a_hint_in_plain_words(
+    run_cli: RunCli, shared_gateway: RunningEmulator, tmp_path: Path
+) -> None:
+    urls = [shared_gateway.sample_url("corrupt.png"), shared_gateway.sample_url("oversized.png")]
+
+    human = run_cli("upscale", *urls, "--out", tmp_path, *gateway_args(shared_gateway))
+    document = run_cli("upscale", *urls, "--out", tmp_path, "--json", *gateway_args(shared_gateway))
+
+    assert (1, 1) == (human.code, document.code)
+    corrupt, oversized = sorted(human.err.splitlines())
+    assert corrupt.startswith(
+        f"#0 {urls[0]}: failed: could not decode the input image (job real-esrgan_"
+    )
+    assert "'NoneType' object has no attribute 'shape'" in corrupt
+    assert oversized.startswith(
+        f"#1 {urls[1]}: failed: the input image has too many pixels for the model"
+    )
+    hints = [entry["error"]["hint"] for entry in document.json()["results"]]
+    assert "could not decode the input image" == hints[0]
+    assert hints[1].startswith("the input image has too many pixels")

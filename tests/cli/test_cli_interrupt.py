@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import RunCli, fast_config, gateway_args
 
-from real_esrgan_async.testing import running_emulator
+from real_esrgan_async.testing import RunningEmulator, running_emulator
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -47,3 +48,57 @@ def test_ctrl_c_stops_the_run_and_prints_the_unfinished_request_ids(
     assert "0 of 3 inputs upscaled" in result.out
     assert "unfinished 3" in result.out
     assert [] == list(tmp_path.iterdir())  # no partial file left behind
+
+
+def test_after_ctrl_c_the_message_says_a_rerun_resumes_and_the_rerun_pays_nothing_twice(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    with running_emulator(fast_config(time_scale=0.4)) as gateway:
+        listing = tmp_path / "urls.txt"
+        urls = [f"{gateway.sample_url('pattern.png')}?n={n}" for n in range(3)]
+        listing.write_text("\n".join(urls) + "\n", encoding="utf-8")
+        journal = tmp_path / "out.urls.txt.journal"  # the default, beside --out
+        args = ["batch", listing, "--out", tmp_path / "out", *gateway_args(gateway)]
+        presser = threading.Thread(target=_press_ctrl_c_once, args=(gateway, 3), daemon=True)
+        presser.start()
+        interrupted = run_cli(*args)
+        presser.join()
+
+        resumed = run_cli(*args)
+        submits = gateway.emulator.stats().submits_received
+
+    assert 130 == interrupted.code
+    assert (
+        f"rerun the same command to resume: the journal {journal} keeps every paid job "
+        "(polled again, never paid twice) and skips the outputs already saved\n"
+    ) in interrupted.err
+    assert 0 == resumed.code, resumed.err
+    assert "3 of 3 inputs upscaled" in resumed.out
+    assert 3 == submits
+
+
+def test_a_stop_without_a_journal_says_a_rerun_starts_over(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdin keeps no journal: the wallet stops the run, and the message says what a rerun does."""
+    with running_emulator(fast_config(wallet_balance=0.002)) as gateway:
+        monkeypatch.setattr("sys.stdin", io.StringIO(f"{gateway.sample_url('tiny.png')}\n" * 3))
+        result = run_cli(
+            "batch", "-", "--concurrency", "1", "--out", tmp_path, *gateway_args(gateway)
+        )
+
+    assert 3 == result.code
+    assert "no journal was kept (upscale, stdin, or --no-journal): rerunning the command " in (
+        result.err
+    )
+    assert "rerun the same command to resume" not in result.err
+
+
+def _press_ctrl_c_once(gateway: RunningEmulator, jobs: int) -> None:
+    """Send this process SIGINT once the emulator holds `jobs` jobs."""
+    deadline = time.monotonic() + 10
+    while len(gateway.emulator.request_ids()) < jobs:
+        if time.monotonic() > deadline:
+            return  # never interrupt pytest itself; the test's assertions fail instead
+        time.sleep(0.005)
+    os.kill(os.getpid(), signal.SIGINT)

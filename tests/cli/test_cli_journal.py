@@ -149,3 +149,40 @@ def test_no_journal_is_kept_with_no_journal_or_for_stdin(
     monkeypatch.setattr("sys.stdin", io.StringIO(urls[0] + "\n"))
     assert 0 == run_cli("batch", "-", *common).code
     assert [] == list(tmp_path.glob("*.journal*"))
+
+
+def test_a_finished_batch_closes_its_journal_and_says_every_input_is_saved(
+    run_cli: RunCli, shared_gateway: RunningEmulator, tmp_path: Path
+) -> None:
+    listing = tmp_path / "urls.txt"
+    write_list(listing, shared_gateway, "done", count=2)
+    journal = tmp_path / "batch.journal"
+
+    result = run_cli(
+        "batch", listing, "--journal", journal, "--out", tmp_path / "out",
+        *gateway_args(shared_gateway),
+    )  # fmt: skip
+
+    assert 0 == result.code, result.err
+    assert (
+        f"  every input is saved: the journal {journal} has nothing left to resume\n" in result.out
+    )
+    with SQLiteJournal(journal):  # closed and unlocked: this process can take it again
+        pass
+
+
+def test_a_batch_with_inputs_not_saved_does_not_say_every_input_is_saved(
+    run_cli: RunCli, shared_gateway: RunningEmulator, tmp_path: Path
+) -> None:
+    listing = tmp_path / "urls.txt"
+    listing.write_text(shared_gateway.sample_url("corrupt.png") + "\n", encoding="utf-8")
+    journal = tmp_path / "batch.journal"
+
+    result = run_cli(
+        "batch", listing, "--journal", journal, "--out", tmp_path / "out", "--json",
+        *gateway_args(shared_gateway),
+    )  # fmt: skip
+
+    assert 1 == result.code
+    assert "every input is saved" not in result.out
+    assert str(journal) == result.json()["summary"]["journal"]

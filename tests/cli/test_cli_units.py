@@ -1,4 +1,4 @@
-"""The CLI's small pure parts: file names, percentiles, the line reader, masking, the bar."""
+"""The CLI's small pure parts: file names, percentiles, the line reader, masking, escaping."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import io
 from pathlib import Path
 
 import pytest
-from cli_helpers import KEY, RunCli, gateway_args
+from cli_helpers import RunCli, gateway_args
 
-from real_esrgan_async.cli import _progress
-from real_esrgan_async.cli._args import api_keys_in
-from real_esrgan_async.cli._inputs import Input, InputError, LineInputs
-from real_esrgan_async.cli._naming import output_name
-from real_esrgan_async.cli._output import Output
-from real_esrgan_async.cli._summary import percentile
+from real_esrgan_async.cli._batch import Input, InputError, LineInputs, output_name
+from real_esrgan_async.cli._output import Output, escape_controls
+from real_esrgan_async.cli._parser import api_keys_in
+from real_esrgan_async.cli._report import percentile
 from real_esrgan_async.testing import RunningEmulator
 
 
@@ -104,27 +102,18 @@ def test_api_keys_are_found_in_argv_in_both_spellings() -> None:
     assert ["one", "two"] == api_keys_in(argv)
 
 
-def test_the_progress_bar_draws_on_a_terminal_and_notes_print_above_it(
-    run_cli: RunCli,
-    shared_gateway: RunningEmulator,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain text, café, 日本語", "plain text, café, 日本語"),
+        ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
+        ("tab\there\r\n", "tab\\x09here\\x0d\\x0a"),
+        ("\x9b2J C1 CSI", "\\x9b2J C1 CSI"),  # the one-byte CSI of 8-bit terminals
+        ("abc\u202edef", "abc\\u202edef"),  # a bidi override reorders what follows
+        ("\U000e0041 tag", "\\U000e0041 tag"),
+    ],
+)
+def test_escape_controls_escapes_what_a_terminal_would_act_on_and_keeps_text(
+    text: str, expected: str
 ) -> None:
-    monkeypatch.setattr(_progress, "is_terminal", lambda output: True)
-    urls = [shared_gateway.sample_url("tiny.png"), "ftp://example.com/x.png"]
-
-    result = run_cli("upscale", *urls, "--out", tmp_path, *gateway_args(shared_gateway))
-
-    assert 1 == result.code
-    assert "upscaling" in result.err
-    assert "\x1b[" in result.err  # drawn with terminal control sequences
-    assert "#1 ftp://example.com/x.png: rejected: image must be" in result.err
-    assert KEY not in result.err
-    assert "1 of 2 inputs upscaled" in result.out
-
-
-def test_json_never_draws_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_progress, "is_terminal", lambda output: True)
-    output = Output(io.StringIO(), io.StringIO())
-    assert not _progress.wants_progress(output, json=True)
-    assert _progress.wants_progress(output, json=False)
+    assert expected == escape_controls(text)

@@ -1,13 +1,16 @@
-"""The command line: every subcommand, option and help text, with argparse.
+"""The command line: every subcommand and option, their value types, and the exit codes.
 
 Parsing only: nothing here touches the network or the file system. Usage
 errors exit with status 2 (argparse's convention), with the API key masked
-out of the message.
+out of the message. Each option value type says what it expected and what it
+got; each exit code has one meaning, so that scripts can branch on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
@@ -16,21 +19,44 @@ from real_esrgan_async import __version__
 from real_esrgan_async._client import API_KEY_ENV
 from real_esrgan_async._models import ALLOWED_SCALES
 
-from ._argtypes import (
-    non_negative,
-    port_number,
-    positive_int,
-    positive_seconds,
-    probability,
-)
 from ._output import PROG
 
-__all__ = ["BACKENDS", "BASE_URL_ENV", "api_keys_in", "build_parser"]
+__all__ = [
+    "BACKENDS",
+    "BASE_URL_ENV",
+    "ExitCode",
+    "api_keys_in",
+    "build_parser",
+    "non_negative",
+    "port_number",
+    "positive_int",
+    "positive_seconds",
+    "probability",
+]
 
 BASE_URL_ENV = "REAL_ESRGAN_BASE_URL"
 BACKENDS = ("asyncio", "trio")
 DEFAULT_OUT = Path("upscaled")
 DEFAULT_CONCURRENCY = 32
+
+
+class ExitCode(enum.IntEnum):
+    """What the exit status of ``real-esrgan`` means."""
+
+    #: Every input was upscaled and saved (or the command did what it was asked).
+    OK = 0
+    #: At least one input failed, errored, was rejected or could not be saved; for
+    #: ``status``, the job ended FAILED or ERROR, or the gateway does not know its id.
+    INCOMPLETE = 1
+    #: A usage error: a bad option, a missing API key, an unreadable batch file.
+    USAGE = 2
+    #: The gateway refused the key or the wallet (401, 402, 403): the run stopped.
+    REFUSED = 3
+    #: No connection to the gateway could be made: the run stopped (nothing more was sent).
+    UNREACHABLE = 4
+    #: Stopped by Ctrl+C (128 + SIGINT, as shells report it).
+    INTERRUPTED = 130
+
 
 _DESCRIPTION = f"""\
 Upscale images with the hosted Real-ESRGAN gateway: many at once, with bounded
@@ -50,9 +76,11 @@ examples:
 
 exit status:
   0    every input was upscaled and saved
-  1    some input failed, errored, was rejected or could not be saved
+  1    some input failed, errored, was rejected or could not be saved;
+       for status: the job ended FAILED or ERROR, or the gateway does not know it
   2    usage error (bad option, missing API key, unreadable batch file)
   3    the gateway refused the key or the wallet (401/402/403); the run stopped
+  4    the gateway could not be reached (wrong --base-url, network down); the run stopped
   130  interrupted (Ctrl+C); the ids of unfinished paid jobs are printed"""
 
 _NAMING = """\
@@ -207,7 +235,8 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
     """The ``real-esrgan`` parser.
 
     Args:
-        redact: Applied to usage-error messages (masks the API key).
+        redact: Applied to usage-error messages (masks the API key, escapes control
+            characters).
 
     Returns:
         The parser; ``parse_args`` sets ``command`` to the subcommand's name.
@@ -253,7 +282,9 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
         help="show a job's state (one status call)",
         description="Show a job's state: its status, error, output URLs and timestamps\n"
         "(one status call; the output URLs stay valid for about an hour).",
-        epilog=f"example:\n  {PROG} status real-esrgan_019d0c1e-7b8a-7f00-9a00-0123456789ab",
+        epilog=f"example:\n  {PROG} status real-esrgan_019d0c1e-7b8a-7f00-9a00-0123456789ab\n\n"
+        "exit status: 0 QUEUED, PROCESSING or COMPLETED; 1 FAILED or ERROR, or an unknown id;\n"
+        "3 the key was refused; 4 the gateway could not be reached",
         redact=redact,
     )
     status.add_argument("request_id", metavar="REQUEST_ID", help="the id a submit returned")
@@ -271,7 +302,8 @@ def _add_emulator(commands: _Commands, redact: Callable[[str], str]) -> None:
         help="serve the gateway emulator on this machine",
         description="Serve an emulator of the gateway on a loopback address until Ctrl+C:\n"
         "the same API, real image upscaling, calibrated timing and optional faults.\n"
-        "It also serves sample inputs under /samples/.",
+        "It also serves sample inputs under /samples/, and three that fail as the\n"
+        "hosted model does: oversized.png, corrupt.png and missing.png.",
         epilog=f"examples:\n  {PROG} emulator --time-scale 0.1 --seed 7\n"
         f"  {PROG} emulator --wallet 0.01 --error-rate 0.2   # see how a client copes\n\n"
         f"then, in another shell:\n"
@@ -362,6 +394,27 @@ def _add_emulator(commands: _Commands, redact: Callable[[str], str]) -> None:
         default="iso",
         help="the timestamp forms in status answers (default: %(default)s)",
     )
+    webhooks = emulator.add_argument_group("webhooks")
+    webhooks.add_argument(
+        "--allow-http-webhooks",
+        action="store_true",
+        help="accept http:// webhook URLs on loopback (the real gateway requires https), "
+        "so that a local app can receive callbacks",
+    )
+    webhooks.add_argument(
+        "--webhook-duplicate-rate",
+        metavar="P",
+        type=probability,
+        default=0.0,
+        help="share of callbacks delivered twice (default: %(default)s)",
+    )
+    webhooks.add_argument(
+        "--webhook-loss-rate",
+        metavar="P",
+        type=probability,
+        default=0.0,
+        help="share of callbacks never sent (default: %(default)s)",
+    )
     emulator.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -392,3 +445,57 @@ def _add_demo(commands: _Commands, redact: Callable[[str], str]) -> None:
     )
     demo.add_argument("--seed", type=int, help="seed of the emulator's randomness")
     _add_backend(demo)
+
+
+# Option value types for argparse: each says what it expected and what it got.
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (``--concurrency``, ``--rate-limit``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _number(text: str, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    too_low = value <= low if low_open else value < low
+    if not math.isfinite(value) or too_low or value > high:
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        if high < math.inf:
+            bound += f" and <= {high:g}"
+        raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A duration > 0 (``--timeout``)."""
+    return _number(text, low=0.0, low_open=True)
+
+
+def non_negative(text: str) -> float:
+    """A number >= 0 (``--time-scale``, ``--wallet``)."""
+    return _number(text, low=0.0)
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1] (``--error-rate``)."""
+    return _number(text, low=0.0, high=1.0)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {value}")
+    return value
