@@ -478,6 +478,31 @@ class _Runner:
             if self._report.stop_error is None
             else type(self._report.stop_error).__name__
         )
+        # Outcomes that finished but were never handed to the loop: each is a paid job
+        # (or an input's final answer) that must not vanish from the report.
+        unconsumed = {o.index: o for o in self._client.take_unconsumed_outcomes()}
+        if self.run is not None:
+            unconsumed.update((o.index, o) for o in self.run.unconsumed_outcomes)
+        for index, outcome in sorted(unconsumed.items()):
+            taken = timed.taken.pop(index, None)
+            if taken is None:
+                continue
+            if outcome.ok:
+                entry = Entry(
+                    index=index,
+                    line=taken.input.line,
+                    url=taken.input.url,
+                    category=Category.NOT_SAVED,
+                    request_id=outcome.request_id,
+                    error_type=reason,
+                    error_message=f"job {outcome.request_id} finished, but the run stopped "
+                    "before its output was saved; its URL stays valid for about an hour "
+                    "(see `real-esrgan status`)",
+                    resumed=outcome.resumed,
+                )
+            else:
+                entry = _failure(outcome, taken.input, None)
+            self.record(entry, quiet=True)
         for index, taken in sorted(timed.taken.items()):
             self.record(
                 Entry(

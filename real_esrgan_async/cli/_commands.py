@@ -298,6 +298,7 @@ def run_emulator_command(args: argparse.Namespace, output: Output) -> int:
             allow_http_webhooks=args.allow_http_webhooks,
             webhook_duplicate_rate=args.webhook_duplicate_rate,
             webhook_loss_rate=args.webhook_loss_rate,
+            allow_remote_hosts=args.allow_remote_hosts,
         )
     except (TypeError, ValueError) as exc:
         output.error(str(exc))
@@ -324,11 +325,8 @@ def run_emulator_command(args: argparse.Namespace, output: Output) -> int:
     samples = Emulator.sample_urls(base_url)
     output.result(f"  samples:  {samples[0]} and {len(samples) - 1} more under /samples/")
     # Through the emulator's own lookup, which refuses a name it does not serve.
-    failures = [Emulator.sample_url(base_url, name) for name in _FAILURE_SAMPLES]
-    output.result(
-        f"  failures: {failures[0]}, {', '.join(_FAILURE_SAMPLES[1:])}: their jobs end FAILED "
-        "(too many pixels, not an image, a 404), as on the hosted model"
-    )
+    for name, effect in Emulator.FAILURE_SAMPLES.items():
+        output.result(f"  failure:  {Emulator.sample_url(base_url, name)}: {effect}")
     output.result(
         f"  try:      {BASE_URL_ENV}={base_url} {API_KEY_ENV}={min(keys)} "
         f"{PROG} upscale {samples[0]}"
@@ -337,10 +335,6 @@ def run_emulator_command(args: argparse.Namespace, output: Output) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how a server is meant to stop
         serve(config, host=args.host, port=port, log_level=args.log_level)
     return ExitCode.OK
-
-
-#: The emulator's samples whose jobs fail: too many pixels, not an image, a 404.
-_FAILURE_SAMPLES = ("oversized.png", "corrupt.png", "missing.png")
 
 
 def _check_port(host: str, port: int) -> int:

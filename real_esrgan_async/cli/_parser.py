@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
 from real_esrgan_async import __version__
-from real_esrgan_async._client import API_KEY_ENV
+from real_esrgan_async._client import API_KEY_ENV, BASE_URL_ENV
 from real_esrgan_async._models import ALLOWED_SCALES
 
 from ._output import PROG
@@ -34,7 +34,6 @@ __all__ = [
     "probability",
 ]
 
-BASE_URL_ENV = "REAL_ESRGAN_BASE_URL"
 BACKENDS = ("asyncio", "trio")
 DEFAULT_OUT = Path("upscaled")
 DEFAULT_CONCURRENCY = 32
@@ -393,6 +392,12 @@ def _add_emulator(commands: _Commands, redact: Callable[[str], str]) -> None:
         choices=("iso", "space", "mixed"),
         default="iso",
         help="the timestamp forms in status answers (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--allow-remote-hosts",
+        action="store_true",
+        help="fetch inputs from, and post webhooks to, hosts other than loopback (by default "
+        "the emulator only reaches this machine: it fetches whatever URL it is given)",
     )
     webhooks = emulator.add_argument_group("webhooks")
     webhooks.add_argument(

@@ -441,18 +441,18 @@ def json_document(report: Report) -> str:
 
 
 def state_json(state: JobState) -> dict[str, Any]:
-    """A job state as JSON-ready data (timestamps in ISO 8601, UTC)."""
-    return {
-        "request_id": state.request_id,
-        "status": state.status.value,
-        "model_id": state.model_id,
-        "error": state.error,
-        "media_urls": list(state.media_urls),
-        "media_type": state.media_type,
-        "created_at": None if state.created_at is None else state.created_at.isoformat(),
-        "updated_at": None if state.updated_at is None else state.updated_at.isoformat(),
-        "completed_at": None if state.completed_at is None else state.completed_at.isoformat(),
-    }
+    """A job state as JSON-ready data (timestamps in ISO 8601, UTC), its outputs flattened.
+
+    Built on `JobState.to_json`, the library's one serialiser of a state.
+    """
+    document: dict[str, Any] = {}
+    for field, value in state.to_json().items():
+        if field == "output":
+            document["media_urls"] = list(value["media_url"]) if value else []
+            document["media_type"] = value["media_type"] if value else None
+        else:
+            document[field] = value
+    return document
 
 
 def print_state(document: dict[str, Any], output: Output) -> None:

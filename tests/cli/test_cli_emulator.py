@@ -8,7 +8,7 @@ import pytest
 from cli_helpers import RunCli
 
 import real_esrgan_async.testing
-from real_esrgan_async.testing import EmulatorConfig
+from real_esrgan_async.testing import Emulator, EmulatorConfig
 
 
 @pytest.fixture
@@ -89,7 +89,14 @@ def test_the_banner_lists_the_failure_samples(run_cli: RunCli, served: dict[str,
 
     assert 0 == result.code, result.err
     base_url = f"http://127.0.0.1:{served['port']}"
-    assert (
-        f"  failures: {base_url}/samples/oversized.png, corrupt.png, missing.png: their jobs "
-        "end FAILED (too many pixels, not an image, a 404), as on the hosted model\n"
-    ) in result.out
+    for name in ("oversized.png", "corrupt.png", "missing.png"):
+        effect = Emulator.FAILURE_SAMPLES[name]
+        assert f"  failure:  {base_url}/samples/{name}: {effect}\n" in result.out
+
+
+def test_remote_hosts_are_refused_unless_allowed(run_cli: RunCli, served: dict[str, Any]) -> None:
+    """The emulator fetches whatever URL it is given: only loopback unless asked."""
+    assert 0 == run_cli("emulator", "--port", "0").code
+    assert served["config"].allow_remote_hosts is False
+    assert 0 == run_cli("emulator", "--port", "0", "--allow-remote-hosts").code
+    assert served["config"].allow_remote_hosts is True
