@@ -252,6 +252,7 @@ class RealESRGAN:
         running at the provider are not cancelled there: their ids stay in
         `unfinished_request_ids`, which can still be read.
         """
+        self._refuse_on_loop_thread("close()")
         with self._lock:
             if self._state is _State.CLOSED:
                 return
@@ -300,7 +301,15 @@ class RealESRGAN:
 
     # Running calls on the loop -----------------------------------------------------
 
+    def _refuse_on_loop_thread(self, what: str) -> None:
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError(
+                f"{what} blocks, and this is the client's own thread (an on_progress "
+                "callback?): it would wait for itself"
+            )
+
     def _open_portal(self) -> anyio.from_thread.BlockingPortal:
+        self._refuse_on_loop_thread("a call of RealESRGAN")
         portal = self._portal
         if self._state is not _State.OPEN or portal is None:
             raise self._closed_error()
@@ -621,7 +630,11 @@ class SyncUpscaleRun:
         with self._lock:
             if self._ended:
                 raise StopIteration
-            outcome = self._client._call(self._next, on_close=self._closed_during_run)
+            try:
+                outcome = self._client._call(self._next, on_close=self._closed_during_run)
+            except BaseException:
+                self._ended = True  # the run stopped (Ctrl+C, an error, the client closed)
+                raise
             if outcome is None:
                 self._ended = True
                 raise StopIteration

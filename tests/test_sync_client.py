@@ -147,8 +147,9 @@ def test_a_generator_is_pulled_lazily_and_off_the_clients_loop(fake: FakeGateway
                 consumed += 1
         loop_thread = client._loop_thread
     assert 12 == consumed
-    # Never more than max_in_flight inputs ahead of the consumer.
-    assert all(pulled <= taken + 3 for taken, pulled in pulled_when_consumed)
+    # Never more than max_in_flight inputs ahead of the consumer (plus one: the slot of
+    # the outcome being handed over is freed as it is handed over).
+    assert all(pulled <= taken + 1 + 3 for taken, pulled in pulled_when_consumed)
     # A slow generator would stall polling on the loop; it is pulled in worker threads.
     assert set() == {threading.get_ident(), loop_thread} & set(pulls)
 
@@ -430,6 +431,7 @@ def test_ctrl_c_during_a_fan_out_stops_it_and_keeps_the_ids(
     assert (3, 3) == (posts, len(stuck))
     assert stuck == set(run.unfinished_request_ids)
     assert stuck == set(sync_client.unfinished_request_ids)
+    assert [] == list(run)  # a stopped run stays stopped
 
 
 def test_the_iterator_is_the_documented_type(sync_client: RealESRGAN) -> None:
