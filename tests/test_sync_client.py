@@ -15,8 +15,10 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import httpx
 import pytest
-from fake_gateway import BASE, FAST_POLL, FAST_RETRY, FakeGateway
+import respx
+from fake_gateway import BASE, FAST_POLL, FAST_RETRY, SUBMIT, FakeGateway
 
 from real_esrgan_async import (
     AsyncRealESRGAN,
@@ -52,11 +54,17 @@ def emulator_client(gateway: RunningEmulator, **options: object) -> RealESRGAN:
     )
 
 
-@pytest.fixture
-def sync_client(fake: FakeGateway) -> Iterator[RealESRGAN]:
-    """An open sync client on the fake gateway (closed before the fake is unmounted)."""
+@pytest.fixture(params=["asyncio", "trio"])
+def sync_client(fake: FakeGateway, request: pytest.FixtureRequest) -> Iterator[RealESRGAN]:
+    """An open sync client on the fake gateway, its own loop on asyncio, then on trio
+    (closed before the fake is unmounted)."""
     with RealESRGAN(
-        "key", base_url=BASE, retry=FAST_RETRY, poll=FAST_POLL, max_connections=8
+        "key",
+        base_url=BASE,
+        retry=FAST_RETRY,
+        poll=FAST_POLL,
+        max_connections=8,
+        backend=request.param,
     ) as client:
         yield client
 
@@ -374,6 +382,52 @@ def test_closing_the_client_ends_a_fan_out_blocked_in_another_thread(
     assert stuck == set(errors[0].request_ids)
     assert stuck == set(run.unfinished_request_ids)
     assert stuck == set(sync_client.unfinished_request_ids)
+
+
+def test_closing_lets_a_submit_on_the_wire_finish_and_keeps_its_id() -> None:
+    """Cutting a POST halfway could pay for a job whose id never arrives: close waits."""
+    on_the_wire = threading.Event()
+    answer = threading.Event()
+    with respx.mock(assert_all_called=False) as router:
+        fake = FakeGateway(router)
+
+        async def slow_submit(request: httpx.Request) -> httpx.Response:
+            on_the_wire.set()
+            # Polled, not awaited in a worker thread: a cancellation must be able to land here.
+            while not answer.is_set():  # noqa: ASYNC110 - set from another thread
+                await anyio.sleep(0.001)
+            return fake._submit(request)
+
+        router.post(SUBMIT).mock(side_effect=slow_submit)
+        client = RealESRGAN("key", base_url=BASE, retry=FAST_RETRY, poll=FAST_POLL).open()
+        results: list[object] = []
+
+        def submitter() -> None:
+            try:
+                results.append(client.submit("https://img.test/stuck/0.png").request_id)
+            except BaseException as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=submitter), threading.Thread(target=client.close)]
+        threads[0].start()
+        until(on_the_wire.is_set, "the submit is on the wire")
+        threads[1].start()
+        # Answer only once close() has ended what it ends (on the client's loop).
+        until(lambda: client._closing, "close() runs on the client's loop")
+        answer.set()
+        for thread in threads:
+            thread.join()
+    assert list(fake.jobs) == results
+    assert tuple(fake.jobs) == client.unfinished_request_ids
+
+
+def test_the_webhook_callback_url_carries_the_clients_token() -> None:
+    secret = "s" * 22
+    client = RealESRGAN("key", webhook_url="https://app.example/hooks", webhook_secret=secret)
+    assert f"https://app.example/hooks/{secret}" == client.webhook_callback_url()
+    assert f"https://other.example/h/{secret}" == client.webhook_callback_url(
+        "https://other.example/h"
+    )
 
 
 needs_pthread_kill = pytest.mark.skipif(
