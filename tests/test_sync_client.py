@@ -103,18 +103,32 @@ def test_upscale_returns_the_completed_state_and_download_its_image(
     assert 1 == gateway.emulator.stats().jobs_created
 
 
-def test_submit_status_and_wait_follow_one_job_and_keep_the_books(
+def test_submit_wait_and_status_follow_one_job_and_keep_the_books(
     gateway: RunningEmulator,
 ) -> None:
     with emulator_client(gateway) as client:
         job = client.submit(gateway.sample_url("tiny.png"), scale=2)
         assert [job.request_id] == list(client.unfinished_request_ids)
-        assert job.request_id == client.status(job).request_id
         state = client.wait(job.request_id, timeout=30)
         assert 0 == len(client.unfinished_request_ids)
         stats = client.stats()
+        seen = client.status(job)
     assert (job.request_id, Status.COMPLETED) == (state.request_id, state.status)
+    assert (job.request_id, Status.COMPLETED) == (seen.request_id, seen.status)
     assert (1, 1, 0) == (stats.submitted, stats.completed, stats.in_flight)
+
+
+@pytest.mark.xfail(
+    reason="AsyncRealESRGAN.wait re-adds a finished job to its books, so each later wait "
+    "counts it completed again (and costs a status call); the async core must fix it",
+)
+def test_waiting_again_on_a_finished_job_counts_it_once(gateway: RunningEmulator) -> None:
+    with emulator_client(gateway) as client:
+        job = client.submit(gateway.sample_url("tiny.png"))
+        client.wait(job)
+        client.wait(job)
+        stats = client.stats()
+    assert (1, 1) == (stats.submitted, stats.completed)
 
 
 def test_make_request_validates_without_sending_anything(gateway: RunningEmulator) -> None:
