@@ -218,6 +218,7 @@ class RealESRGAN:
                 self._host, _ = portal.start_task(self._run_host)
             except BaseException:
                 stack.close()
+                self._loop_thread = None
                 raise
             self._exit_stack = stack
             self._portal = portal
@@ -276,6 +277,7 @@ class RealESRGAN:
             finally:
                 self._state = _State.CLOSED
                 self._portal = None
+                self._loop_thread = None  # its ident may be given to a new thread
 
     async def _shutdown(self) -> None:
         """On the loop: end the waits, let the rest finish, stop the runs, stop the host."""
