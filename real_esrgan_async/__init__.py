@@ -42,6 +42,7 @@ from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
+from ._sync import RealESRGAN, SyncUpscaleRun
 from ._version import __version__
 from ._webhooks import WebhookReceiver, parse_webhook
 
@@ -75,6 +76,7 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
+    "RealESRGAN",
     "RealESRGANError",
     "ResponseValidationError",
     "RetryPolicy",
@@ -82,6 +84,7 @@ __all__ = [
     "ServerError",
     "Stats",
     "Status",
+    "SyncUpscaleRun",
     "UpscaleRequest",
     "UpscaleRun",
     "WebhookReceiver",

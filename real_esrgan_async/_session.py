@@ -199,14 +199,15 @@ class Session:
         """
         if self._closed:
             raise RuntimeError("this AsyncRealESRGAN is closed; create a new client")
-        self.ledger.adopt(request_id)
+        recent = self._recent.get(request_id)
+        if recent is None:
+            self.ledger.adopt(request_id)  # (a job seen finished is not owed again)
         token = self.poller.watch(
             request_id,
             callback,
             timeout=timeout,
             safety_net=self.ledger.reports_by_webhook(request_id),
         )
-        recent = self._recent.get(request_id)
         if recent is not None:
             self.poller.observe(recent)
         return token

@@ -16,12 +16,16 @@ from real_esrgan_async import (
     Job,
     JobError,
     JobState,
+    JobsUnfinishedError,
+    Journal,
     Outcome,
     PollPolicy,
+    RealESRGAN,
     RetryPolicy,
     SQLiteJournal,
     Stats,
     Status,
+    SyncUpscaleRun,
     UpscaleRequest,
     UpscaleRun,
     WebhookReceiver,
@@ -99,3 +103,44 @@ def webhooks() -> WebhookReceiver:
     state: JobState = parse_webhook(b'{"request_id": "r", "status": "COMPLETED"}')
     del url, state
     return WebhookReceiver(client)
+
+
+def blocking(urls: list[str], out: Path) -> Stats:
+    with RealESRGAN(
+        "key",
+        base_url="https://gateway.pixazo.ai",
+        poll=PollPolicy(max_interval=15.0),
+        backend="trio",
+        backend_options={"restrict_keyboard_interrupt_to_checkpoints": False},
+    ) as client:
+        job: Job = client.submit("https://example.com/cat.jpg", scale=4)
+        state: JobState = client.status(job.request_id)
+        state = client.wait(job, timeout=60.0)
+        state = client.upscale(UpscaleRequest("https://example.com/cat.jpg", scale=2))
+        data: bytes = client.download(state)
+        path: Path = client.download(state, out)
+        request: UpscaleRequest = client.make_request("https://example.com/cat.jpg", scale=2)
+        run: SyncUpscaleRun = client.upscale_many(urls, journal=out / "batch.journal")
+        with run:
+            for outcome in run:
+                handle(outcome)
+                if outcome.ok and outcome.result is not None:
+                    run.mark_saved(outcome, client.download(outcome.result, out))
+        paid: tuple[str, ...] = run.unfinished_request_ids
+        journal: Journal | None = run.journal
+        left: tuple[Outcome, ...] = run.unconsumed_outcomes
+        del data, path, request, paid, journal, left
+        ids: tuple[str, ...] = client.unfinished_request_ids
+        del ids
+        return client.stats()
+
+
+def notebook() -> None:
+    client = RealESRGAN().open()
+    try:
+        for outcome in client.upscale_many(iter(["https://example.com/a.jpg"]), ordered=True):
+            handle(outcome)
+    except JobsUnfinishedError as exc:
+        print(exc.request_ids)
+    finally:
+        client.close()
