@@ -135,8 +135,10 @@ async def test_faults_lose_nothing_and_pay_nothing_twice() -> None:
 
 
 async def test_a_throttled_gateway_is_waited_out() -> None:
+    # A window long enough that even a loaded machine sends more than 10 submits in one
+    # (with 0.5 s, a slow run could stay under the limit and never meet a 429).
     config = EmulatorConfig(
-        time_scale=0.0, fetch_inputs=False, error_rate=0.0, rate_limit=10, rate_limit_window=0.5
+        time_scale=0.0, fetch_inputs=False, error_rate=0.0, rate_limit=10, rate_limit_window=2.0
     )
     with running_emulator(config) as gateway:
         images = [f"{gateway.base_url}/samples/tiny.png?n={n}" for n in range(25)]
