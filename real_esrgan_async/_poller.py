@@ -75,11 +75,16 @@ class Poller:
         timeout: float | None = None,
         submitted_at: float | None = None,
         safety_net: bool = False,
+        megapixels: float | None = None,
     ) -> int:
         """Call `callback` once, when `request_id` finishes or the wait ends; return a token.
 
         With `safety_net`, the job reports by webhook and is checked only
-        rarely, to catch a lost callback.
+        rarely, to catch a lost callback. `megapixels`, the input's size when
+        known, lets a latency target be met with fewer checks.
+
+        Raises:
+            ValueError: `megapixels` is not a finite number > 0.
         """
         now = anyio.current_time()
         deadline = None if timeout is None else now + timeout
@@ -89,6 +94,7 @@ class Poller:
             deadline=deadline,
             submitted_at=submitted_at,
             safety_net=safety_net,
+            megapixels=megapixels,
         )
         self._waiters[token] = (callback, timeout)
         self._wake_if_sooner(now)
@@ -104,6 +110,16 @@ class Poller:
         now = anyio.current_time()
         self._feed(state, now)
         # It may have planned the next check of an id whose own check was out.
+        self._wake_if_sooner(now)
+
+    def expect_finish(self, request_id: str) -> None:
+        """A terminal callback for `request_id` was not yet confirmed by a status check.
+
+        The gateway can lag its own callback: the job is re-checked soon, at a
+        short bounded backoff, instead of at the safety net's interval.
+        """
+        now = anyio.current_time()
+        self.scheduler.expect_finish(request_id, now=now)
         self._wake_if_sooner(now)
 
     def tracks(self, request_id: str) -> bool:
@@ -134,6 +150,8 @@ class Poller:
         try:
             state = await self._gateway.status(request_id, retry=False)
         except RateLimitError:
+            # The gateway says how many checks it allows: halve the budget (AIMD).
+            scheduler.on_rate_limited(anyio.current_time())
             scheduler.pause_until(self._gateway.cooldown.until)
             scheduler.on_check_failed(request_id, now=anyio.current_time())
         except (APIConnectionError, ServerError):
@@ -151,7 +169,12 @@ class Poller:
     def _feed(self, state: JobState, now: float) -> None:
         terminal = state.status.is_terminal
         tokens = self.scheduler.on_state(
-            state.request_id, terminal=terminal, now=now, duration=_run_time(state)
+            state.request_id,
+            terminal=terminal,
+            now=now,
+            duration=_run_time(state),
+            queued=_queued(state),
+            queue_wait=_queue_wait(state),
         )
         if terminal:
             self._on_terminal(state)
@@ -175,4 +198,24 @@ def _run_time(state: JobState) -> float | None:
     if not state.status.is_terminal or state.created_at is None or end is None:
         return None
     seconds = (end - state.created_at).total_seconds()
+    return seconds if seconds >= 0 else None
+
+
+def _queued(state: JobState) -> bool | None:
+    """True when QUEUED, False when PROCESSING, None for a terminal state."""
+    if state.status is Status.QUEUED:
+        return True
+    return False if state.status is Status.PROCESSING else None
+
+
+def _queue_wait(state: JobState) -> float | None:
+    """How long a PROCESSING job waited in the queue, by the gateway's own clock.
+
+    `updated_at` of a PROCESSING answer is when processing started.
+    """
+    if state.status is not Status.PROCESSING or state.created_at is None:
+        return None
+    if state.updated_at is None:
+        return None
+    seconds = (state.updated_at - state.created_at).total_seconds()
     return seconds if seconds >= 0 else None
