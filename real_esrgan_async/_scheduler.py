@@ -125,6 +125,10 @@ class PollPolicy:
         budget_increase: While the budget holds checks back, it grows by this
             many checks/s per second; ``on_rate_limited()`` (a 429) halves it.
             0 keeps ``max_checks_per_second`` fixed.
+        prior_scale: The calibrated priors' durations are multiplied by this,
+            for a service known to run slower or faster than the hosted model,
+            or an emulator that compresses time. Learning corrects a wrong
+            prior within a few dozen jobs either way.
     """
 
     initial_delay: float = _field(1.0, "> 0", lambda p, v: v > 0)
@@ -152,6 +156,7 @@ class PollPolicy:
     target_delay: float | None = _field(5.0, "> 0", lambda p, v: v > 0, optional=True)
     target_quantile: float = _field(0.95, "in [0.5, 1)", lambda p, v: 0.5 <= v < 1)
     budget_increase: float = _field(5.0, ">= 0", lambda p, v: v >= 0)
+    prior_scale: float = _field(1.0, "> 0", lambda p, v: v > 0)
 
     @classmethod
     def profile(cls, name: str, **changes: Any) -> PollPolicy:
@@ -252,7 +257,7 @@ class PollScheduler:
         self._checks_per_job = 2.0  # a running mean, for the share each check may miss
         self._boost = 1.0  # corrects that share by the share of jobs seen late
         if policy.target_delay is not None:
-            self._model = _Model(policy.learn_window)
+            self._model = _Model(policy.learn_window, policy.prior_scale)
             self._set_quantiles()
 
     @property
@@ -715,8 +720,14 @@ class PollScheduler:
             floor = entry.queued or 0.0
             wait = min(duration, max(floor, self._model.wait[len(self._model.wait) // 2]))
         entry.run = max(0.0, duration - wait)
-        self._model.ended()
-        self._set_quantiles()
+        if self._model.ended():
+            self._set_quantiles()
+            if self._model.rebuilds <= _EARLY_REBUILDS:
+                # The first data can prove the priors wrong (another service, an emulator):
+                # plans made from them are revised, once or twice per run (a scan).
+                for request_id, other in self._entries.items():
+                    if other.due != _CHECKING and not other.safety and not other.expect:
+                        self._plan_delay(request_id, other)
 
     def _set_quantiles(self) -> None:
         """The learned quantiles of a target schedule (for the safety net): of its model."""
@@ -761,6 +772,7 @@ _LATE_MARGIN = 0.9  # steer to this share of the allowed late jobs (a p95 of 5 s
 _BOOST_GAIN = 0.05  # how fast the share seen late steers (about 1/20 of the gap per job)
 _BOOST_RANGE = (0.25, 4.0)
 _EXPECT_GAPS = (0.5, 1.0, 2.0, 4.0, 4.0)  # re-checks after a terminal callback not yet confirmed
+_EARLY_REBUILDS = 3  # plans made before this many rebuilds of the model are revised
 _MIN_RATE = 1.0  # the budget never halves below this many checks/s
 
 
@@ -883,14 +895,15 @@ def next_check(
 class _Model:
     """Queue wait and processing time of the most recent ``window`` jobs, and their sums."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, scale: float) -> None:
         self.window = window
+        self._priors = tuple(
+            [v * scale for v in prior] for prior in (_PRIOR_WAIT, _PRIOR_PROCESSING, _PRIOR_RATIO)
+        )
         self.jobs: list[_Entry] = []  # the window (finished entries stay here until replaced)
         self._pos = 0
         self._fresh = 0
-        self.wait = _PRIOR_WAIT
-        self.processing = _PRIOR_PROCESSING
-        self.ratio = _PRIOR_RATIO
+        self.wait, self.processing, self.ratio = self._priors
         self.total = _sum(self.wait, self.processing)
         self._cache: dict[tuple[int, int], list[float]] = {}
         self.rebuilds = 0
@@ -903,14 +916,16 @@ class _Model:
             self.jobs[self._pos] = entry
             self._pos = (self._pos + 1) % self.window
 
-    def ended(self) -> None:
-        """A job ended: rebuild once enough did (the cost per job stays flat).
+    def ended(self) -> bool:
+        """A job ended: rebuild once enough did (the cost per job stays flat); True if so.
 
         What was seen of running jobs counts at the next rebuild.
         """
         self._fresh += 1
         if self._fresh >= max(16, len(self.jobs) // 8):
             self.rebuild()
+            return True
+        return False
 
     def rebuild(self) -> None:
         self._fresh = 0
@@ -933,9 +948,9 @@ class _Model:
             runs[kind].append(run)
             if job.megapixels is not None:
                 ratios[kind].append(run / nominal_processing(job.megapixels))
-        self.wait = kaplan_meier(_PRIOR_WAIT, *waits, _FINE)
-        self.processing = kaplan_meier(_PRIOR_PROCESSING, *runs, _FINE)
-        self.ratio = kaplan_meier(_PRIOR_RATIO, *ratios, _FINE)
+        self.wait = kaplan_meier(self._priors[0], *waits, _FINE)
+        self.processing = kaplan_meier(self._priors[1], *runs, _FINE)
+        self.ratio = kaplan_meier(self._priors[2], *ratios, _FINE)
         self.total = _sum(self.wait, self.processing)
         self._cache.clear()
 
