@@ -814,8 +814,10 @@ def _prior_wait(n: int) -> list[float]:
 
 
 def _prior_processing(n: int) -> list[float]:
-    """Processing time of inputs of 0.3-2 MP spread log-uniformly."""
-    return _points(n, lambda p: nominal_processing(0.3 * (2 / 0.3) ** p))
+    """Processing time of inputs of 0.3-2 MP spread log-uniformly, with its 10% noise."""
+    sizes = _points(n, lambda p: nominal_processing(0.3 * (2 / 0.3) ** p))
+    both = sorted(size * ratio for size in sizes for ratio in _prior_ratio(9))
+    return [both[int((i + 0.5) * len(both) / n)] for i in range(n)]
 
 
 def _prior_ratio(n: int) -> list[float]:
