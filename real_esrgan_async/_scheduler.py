@@ -866,14 +866,14 @@ def kaplan_meier(
     return out
 
 
-def _coarse(points: list[float]) -> list[float]:
-    step = len(points) / _COARSE
-    return [points[int((i + 0.5) * step)] for i in range(_COARSE)] if step > 1 else points
+def _coarse(points: list[float], n: int) -> list[float]:
+    step = len(points) / n
+    return [points[int((i + 0.5) * step)] for i in range(n)] if step > 1 else points
 
 
-def _sum(first: list[float], second: list[float]) -> list[float]:
-    """Points of the sum of two independent durations."""
-    return sorted(a + b for a in _coarse(first) for b in _coarse(second))
+def _sum(first: list[float], second: list[float], n: int = _COARSE) -> list[float]:
+    """Points of the sum of two independent durations (``n`` x ``n`` of them)."""
+    return sorted(a + b for a in _coarse(first, n) for b in _coarse(second, n))
 
 
 def next_check(
@@ -974,7 +974,9 @@ class _Model:
         key = (-2, _size_key(megapixels))
         points = self._cache.get(key)
         if points is None:
-            points = self._cache[key] = _sum(self.wait, self.processing_for(megapixels))
+            # Coarser: one per input size and rebuild, and the size leaves little spread.
+            sizes = self.processing_for(megapixels)
+            points = self._cache[key] = _sum(self.wait, sizes, _COARSE // 2)
         return points
 
     def queued_for(self, age: float, megapixels: float | None) -> list[float]:
