@@ -255,7 +255,7 @@ class PollScheduler:
         self._held_at: float | None = None  # when due() last held checks back for the budget
         self._model: _Model | None = None
         self._checks_per_job = 2.0  # a running mean, for the share each check may miss
-        self._boost = 1.0  # corrects that share by the share of jobs seen late
+        self._boost = 0.6  # corrects that share by the share of jobs seen late
         if policy.target_delay is not None:
             self._model = _Model(policy.learn_window, policy.prior_scale)
             self._set_quantiles()
