@@ -14,23 +14,26 @@ Rules of this module:
 - News about an id that is not tracked changes nothing, so late and duplicate
   results are harmless.
 - Two checks of one id are at least ``min_interval`` apart; after the first,
-  at most ``max_interval`` apart, unless a pause or the budget holds them back,
-  or the id is on the safety net.
+  at most ``max_interval`` apart (with a target, the first one too), unless a
+  pause or the budget holds them back, or the id is on the safety net.
 - An id on the *safety net* (its job reports by webhook, so checks only catch
   lost callbacks) is checked late and rarely: first at the learned second
   quantile times ``safety_net_factor`` but no later than ``safety_net_interval``
   after submission, then every ``safety_net_interval``. A sign of life from
-  elsewhere puts its next check a full interval away. A waiter that is not on
-  the safety net takes its id off it.
+  elsewhere puts its next check a full interval away, but never past twice the
+  interval after its last real check (or submission): a forger sending
+  PROCESSING forever cannot starve it. A waiter that is not on the safety net
+  takes its id off it.
 - With a latency target (``PollPolicy.target_delay``, the default), every check
   is placed from a model of the job's remaining time given what was seen of it
   (QUEUED at some age, PROCESSING since a known moment, or nothing yet): the
   next check comes ``target_delay`` after the moment by which all but a small
   share ``eps`` of the jobs still running are expected to finish. Each check
-  thus lets about ``eps`` of the jobs it covers be seen later than the target,
-  and ``eps`` is set so that a job's checks together miss less than
-  ``1 - target_quantile`` of jobs. No gap is shorter than the target (a shorter
-  one would catch nothing the longer one misses).
+  thus lets about ``eps`` of the jobs it covers be seen later than the target;
+  ``eps`` is the allowed share ``1 - target_quantile`` over the mean number of
+  checks per job, corrected by the share of jobs actually seen late. No gap is
+  shorter than the target (a shorter one would catch nothing the longer one
+  misses, for that target).
 - The model learns queue wait and processing time apart, with Kaplan-Meier
   estimates over the most recent ``learn_window`` jobs that count the ages of
   jobs still running (censored), so early learning is not biased to the short
@@ -41,8 +44,6 @@ Rules of this module:
   seen, the scheduler probes with a growing gap.
 - ``expect_finish()`` (a terminal callback its confirming check did not yet
   see) re-checks soon at a short bounded backoff, then returns to the plan.
-- A sign of life on the safety net never postpones its check past twice
-  ``safety_net_interval`` after the last real check (or submission).
 - The budget adapts (AIMD): it grows by ``budget_increase`` checks/s per second
   while it holds checks back, and halves on ``on_rate_limited()``.
 - ``due()`` honours ``pause_until()`` and a token bucket; ``next_wakeup()``
@@ -87,6 +88,14 @@ def _field(
     return attrs.field(default=default, validator=validate)
 
 
+def _default_max_interval(policy: Any) -> float:
+    """10 s; with a target, room for the long gaps of large inputs and cold starts."""
+    target = policy.target_delay
+    if isinstance(target, bool) or not isinstance(target, (int, float)):
+        return 10.0  # no target (or a bad one, which its validator reports)
+    return max(40.0, 4.0 * target) if math.isfinite(target) else 10.0
+
+
 @attrs.frozen(kw_only=True)
 class PollPolicy:
     """When to check a job's status, and how often at most (times in seconds).
@@ -95,7 +104,9 @@ class PollPolicy:
         initial_delay: Until durations are learned, the first check comes this
             long after submission; the gaps then grow by ``backoff``.
         min_interval: Two checks of one id are never closer than this.
-        max_interval: After the first check, checks of one id are at most this far apart.
+        max_interval: After the first check, checks of one id are at most this far
+            apart; with a target, also the first check after submission. By
+            default 10 s, and with a target ``max(40 s, 4 x target_delay)``.
         max_first_check: The first check is never later than submission + this.
         backoff: Growth factor of the gap once the learned checks are used up.
         jitter: Each delay is multiplied by a factor in [1 - jitter, 1 + jitter].
@@ -119,8 +130,7 @@ class PollPolicy:
             quantile-and-backoff schedule (``initial_delay``, ``backoff``,
             ``first_check_quantile``, ``second_check_quantile``, ``min_samples``
             then rule the first checks; with a target they rule only retries
-            after a failed check). The gaps of a target schedule are capped at
-            ``max(max_interval, target_delay)``.
+            after a failed check).
         target_quantile: The share of jobs seen within ``target_delay``.
         budget_increase: While the budget holds checks back, it grows by this
             many checks/s per second; ``on_rate_limited()`` (a 429) halves it.
@@ -131,10 +141,14 @@ class PollPolicy:
             prior within a few dozen jobs either way.
     """
 
+    # First: the default of max_interval depends on it (every field is keyword-only).
+    target_delay: float | None = _field(5.0, "> 0", lambda p, v: v > 0, optional=True)
     initial_delay: float = _field(1.0, "> 0", lambda p, v: v > 0)
     min_interval: float = _field(0.25, ">= 0", lambda p, v: v >= 0)
     max_interval: float = _field(
-        10.0, "> 0 and >= min_interval", lambda p, v: v > 0 and v >= p.min_interval
+        attrs.Factory(_default_max_interval, takes_self=True),
+        "> 0 and >= min_interval",
+        lambda p, v: v > 0 and v >= p.min_interval,
     )
     max_first_check: float = _field(
         60.0, "> 0 and >= min_interval", lambda p, v: v > 0 and v >= p.min_interval
@@ -153,7 +167,6 @@ class PollPolicy:
         60.0, "> 0 and >= min_interval", lambda p, v: v > 0 and v >= p.min_interval
     )
     safety_net_factor: float = _field(2.0, ">= 1", lambda p, v: v >= 1)
-    target_delay: float | None = _field(5.0, "> 0", lambda p, v: v > 0, optional=True)
     target_quantile: float = _field(0.95, "in [0.5, 1)", lambda p, v: 0.5 <= v < 1)
     budget_increase: float = _field(5.0, ">= 0", lambda p, v: v >= 0)
     prior_scale: float = _field(1.0, "> 0", lambda p, v: v > 0)
@@ -615,13 +628,10 @@ class PollScheduler:
         if due is None:  # it outlived the model: a gap growing with its age
             due = entry.alive + max(delay, 0.25 * (entry.alive - origin))
         if entry.last is None:
-            due = min(
-                max(due, entry.submitted + policy.min_interval),
-                entry.submitted + policy.max_first_check,
-            )
+            cap = min(policy.max_interval, policy.max_first_check)
+            due = min(max(due, entry.submitted + policy.min_interval), entry.submitted + cap)
         else:
-            cap = max(policy.max_interval, delay)
-            due = min(max(due, entry.last + policy.min_interval), entry.last + cap)
+            due = min(max(due, entry.last + policy.min_interval), entry.last + policy.max_interval)
         self._push(request_id, entry, due)
 
     def _expected(self, entry: _Entry, now: float) -> float:

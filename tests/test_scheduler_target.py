@@ -62,6 +62,27 @@ def test_the_default_is_a_5_s_target_and_profiles_name_targets() -> None:
     assert 30.0 == PollPolicy.profile("frugal", max_interval=30.0).max_interval
 
 
+def test_with_a_target_max_interval_defaults_to_room_for_the_tail_and_an_explicit_one_holds() -> (
+    None
+):
+    assert (10.0, 40.0, 80.0, 0.05) == (
+        PollPolicy(target_delay=None).max_interval,
+        PollPolicy().max_interval,
+        PollPolicy(target_delay=20.0).max_interval,
+        PollPolicy(max_interval=0.05, min_interval=0.01).max_interval,
+    )
+
+
+def test_an_explicit_max_interval_bounds_the_first_check_of_a_target_schedule_too() -> None:
+    """A test's fast policy (or a caller's bound on staleness) still rules."""
+    s = PollScheduler(PollPolicy(max_interval=0.05, min_interval=0.01), rng=middle)
+    s.add_waiter("a", now=0.0)
+
+    assert 0.05 == s.next_wakeup(0.0)
+    assert ["a"] == answer(s, 0.05, queued=False, queue_wait=0.0)
+    assert pytest.approx(0.1) == s.next_wakeup(0.05)
+
+
 def test_an_unknown_profile_is_refused_with_the_names_allowed() -> None:
     with pytest.raises(ValueError, match="profile name") as info:
         PollPolicy.profile("fast")
@@ -372,7 +393,8 @@ def test_every_job_is_found_no_check_comes_before_the_floor_and_the_budget_holds
         gaps = [b - a for a, b in itertools.pairwise(seen)]
         assert all(g >= min_interval - 1e-9 for g in gaps)  # the floor between checks
         if rate is None:
-            assert all(g <= max(policy.max_interval, target) + 1e-9 for g in gaps)
+            assert seen[0] <= job[0] + policy.max_interval + 1e-9
+            assert all(g <= policy.max_interval + 1e-9 for g in gaps)
     if rate is not None:  # in any window of w seconds: checks <= burst + rate * w
         every = sorted(t for seen in times for t in seen)
         lowest = math.inf
