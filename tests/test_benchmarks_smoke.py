@@ -73,6 +73,17 @@ def test_polling_quick_loses_no_job(tmp_path: Path) -> None:
     for name in ("library (PollPolicy defaults)", "fixed 5 s, task per job (provider)"):
         assert ran[name]["status_calls"] >= jobs
     assert "status calls per completed job" in output
+    # The simulated comparison: every schedule saw every job, the oracle costs one call each
+    # with no delay, and the Pareto chart is a PNG.
+    model = figures["model"]
+    simulated = model["setup"]["jobs"] * len(model["setup"]["seeds"])
+    for name, row in model["rows"].items():
+        if row["kind"] != "best":
+            assert simulated == row["jobs"], name
+        assert row["calls_per_job"] >= 1.0, name
+    oracle = model["rows"]["oracle (one call at completion)"]
+    assert (1.0, 0.0) == (oracle["calls_per_job"], oracle["delay_p95"])
+    assert Path(model["chart"]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 @pytest.mark.timeout(180)
