@@ -54,6 +54,33 @@ def check_image_url(value: object, *, field: str = "image") -> str:
     return value
 
 
+def check_base_url(url: object, *, allow_insecure: bool) -> str:
+    """Return `url` if the API key may be sent to it.
+
+    The key travels in a header of every gateway request: over ``http://`` it
+    would cross the network in clear text. Plain http is therefore accepted
+    only to a loopback host (an emulator on this machine), or when the caller
+    says so explicitly.
+
+    Args:
+        url: The gateway's base URL.
+        allow_insecure: Accept ``http://`` to any host (a trusted private network).
+
+    Raises:
+        InvalidRequestError: `url` is malformed, or is ``http://`` to a host
+            that is not loopback while `allow_insecure` is False.
+    """
+    checked = check_image_url(url, field="base_url")
+    if not allow_insecure and not is_https(checked) and not is_loopback_url(checked):
+        raise InvalidRequestError(
+            f"base_url {checked[:80]!r} is plain http:// to {httpx.URL(checked).host!r}: the API "
+            "key would cross the network in clear text. Use https://, or http:// to a loopback "
+            "host (localhost, 127.0.0.1, ::1); pass allow_insecure_http=True only for a "
+            "network you trust"
+        )
+    return checked
+
+
 def is_private_host(url: str) -> bool:
     """Whether `url` names a host the provider cannot reach: loopback, private, link-local."""
     address = _address(url)
