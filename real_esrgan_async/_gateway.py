@@ -23,6 +23,7 @@ What a hostile or broken gateway can do is bounded here:
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import logging
 import math
@@ -122,6 +123,10 @@ class Gateway:
         self.cooldown = Cooldown(retry)
         self.counters = counters
         self._secret = _Secret(api_key)
+        # Gone from this frame's locals before anything can fail: a traceback formatted
+        # with its locals must not show the key.
+        del api_key
+        self._secret.check()
         self.rng = rng
         self.deadline = _longest(http.timeout) if deadline is None else deadline
         #: Folders whose stale temporary downloads were swept (once per folder and client).
@@ -360,6 +365,25 @@ class _Secret:
     def __repr__(self) -> str:
         return REDACTED
 
+    def check(self) -> None:
+        """Refuse a key that cannot travel in a header as is.
+
+        A key with a space or a control character would be refused by the HTTP
+        layer with an error that quotes the header, key included; it is refused
+        here instead, with a message that does not show it.
+
+        Raises:
+            InvalidRequestError: The key is not a non-empty run of printable
+                ASCII characters without spaces.
+        """
+        if not isinstance(self.value, str) or not self.value:
+            raise InvalidRequestError("the API key must be a non-empty str")
+        if not all("!" <= char <= "~" for char in self.value):
+            raise InvalidRequestError(
+                "the API key must be printable ASCII with no spaces or control characters "
+                "(check for a stray newline or quote where it was pasted); it is not shown here"
+            )
+
 
 class _Headers(dict[str, str]):
     """Request headers whose repr hides the key: a traceback with locals cannot leak it."""
@@ -440,17 +464,18 @@ async def _read_answer(response: httpx.Response, *, limit: int) -> bytes:
             raise _UnreadableAnswerError(f"the gateway's answer {exc}") from None
         return b""
     body = bytearray()
-    async for raw in response.aiter_raw():
-        try:
-            body += decoder.feed(raw, limit + 1 - len(body))
-        except _UnreadableAnswerError:
-            if strict:
-                raise
-            return bytes(body)
-        if len(body) > limit:
-            if strict:
-                raise _UnreadableAnswerError(too_large)
-            return bytes(body[:limit])
+    async with contextlib.aclosing(response.aiter_raw()) as chunks:
+        async for raw in chunks:
+            try:
+                body += decoder.feed(raw, limit + 1 - len(body))
+            except _UnreadableAnswerError:
+                if strict:
+                    raise
+                return bytes(body)
+            if len(body) > limit:
+                if strict:
+                    raise _UnreadableAnswerError(too_large)
+                return bytes(body[:limit])
     return bytes(body)
 
 
