@@ -31,8 +31,8 @@ import random
 import sys
 import time
 import zlib
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import quote
 
 import anyio
@@ -464,7 +464,9 @@ async def _read_answer(response: httpx.Response, *, limit: int) -> bytes:
             raise _UnreadableAnswerError(f"the gateway's answer {exc}") from None
         return b""
     body = bytearray()
-    async with contextlib.aclosing(response.aiter_raw()) as chunks:
+    # httpx annotates it an iterator; it is an async generator, closed here at once under trio.
+    raw_chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+    async with contextlib.aclosing(raw_chunks) as chunks:
         async for raw in chunks:
             try:
                 body += decoder.feed(raw, limit + 1 - len(body))
