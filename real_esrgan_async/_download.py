@@ -149,10 +149,13 @@ async def _chunks(resp: httpx.Response, max_bytes: int, fail: _Fail) -> AsyncIte
         last = chunk
     declared = resp.headers.get("Content-Length")
     if declared is not None and declared.strip().isdigit():
-        if resp.num_bytes_downloaded != int(declared):
+        # The declared length counts the bytes on the wire: decoded ones when not encoded.
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+        sent = resp.num_bytes_downloaded if encoded else received
+        if sent != int(declared) and (sent or not encoded):
             raise fail(
-                f"the media host declared {int(declared)} bytes but sent "
-                f"{resp.num_bytes_downloaded}: the download was cut short"
+                f"the media host declared {int(declared)} bytes but sent {sent}: the download "
+                "was cut short"
             )
     elif end is not None and (reason := end.verdict()) is not None:
         raise fail(

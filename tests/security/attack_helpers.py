@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +27,7 @@ MEDIA = "https://cdn.example/v1/out.png"
 ONE_TRY = RetryPolicy(max_attempts=1, base_delay=0.001, max_delay=0.002)
 FAST_POLL = PollPolicy(initial_delay=0.01, min_interval=0.01, max_interval=0.05, jitter=0.0)
 
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+Handler = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
 
 
 def client_over(

@@ -20,6 +20,7 @@ from attack_helpers import (
     KEY,
     ONE_TRY,
     RID,
+    Handler,
     client_over,
     everything_reachable,
     raw_server,
@@ -30,7 +31,6 @@ from real_esrgan_async import APIError, AsyncRealESRGAN, InvalidRequestError
 
 pytestmark = pytest.mark.anyio
 
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 Call = Callable[[AsyncRealESRGAN], Awaitable[object]]
 CALLS: dict[str, Call] = {
     "submit": lambda client: client.submit(IMAGE),
