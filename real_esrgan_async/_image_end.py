@@ -10,6 +10,10 @@ Rules of this module:
   not decode pixels.
 - A format it cannot frame is reported as such: over a connection that
   declared no length, such a body cannot be told whole from cut.
+- A GIF is judged by its last byte alone (its trailer, ``;``), so a GIF cut
+  right after a data byte of that value passes (1 cut in 256). A JPEG's end
+  marker cannot occur inside its compressed data (``FF`` is stuffed there), and
+  a PNG or WebP is walked by its declared lengths.
 """
 
 from __future__ import annotations
