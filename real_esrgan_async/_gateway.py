@@ -139,6 +139,9 @@ class Gateway:
         """The status URL of `request_id`, always on the configured gateway's origin."""
         if not isinstance(request_id, str) or not request_id.strip():
             raise InvalidRequestError(f"request_id must be a non-empty str, got {request_id!r}")
+        if request_id in (".", ".."):
+            # Quoting leaves dots alone, and URL normalisation would climb a level.
+            raise InvalidRequestError(f"request_id {request_id!r} is not a job id")
         return self._status_prefix + quote(request_id, safe="")
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> _Headers:

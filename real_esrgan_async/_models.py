@@ -20,7 +20,7 @@ import attrs
 
 from ._exceptions import InvalidRequestError, ResponseValidationError
 from ._timestamps import parse_timestamp
-from ._urls import check_image_url
+from ._urls import MAX_GATEWAY_URL_LENGTH, check_image_url
 
 ALLOWED_SCALES = (1, 2, 3, 4)
 #: Longest identifier (``request_id``, ``model_id``) or media type accepted from the gateway.
@@ -285,7 +285,7 @@ def _optional_url(body: Mapping[str, Any], field: str) -> str | None:
 
 def _url(value: str, field: str) -> str:
     try:
-        return check_image_url(value, field=f"field {field!r}")
+        return check_image_url(value, field=f"field {field!r}", max_length=MAX_GATEWAY_URL_LENGTH)
     except InvalidRequestError as exc:
         raise ResponseValidationError(str(exc)) from None
 

@@ -14,10 +14,20 @@ import httpx
 from ._exceptions import InvalidRequestError
 
 MAX_URL_LENGTH = 2048
+#: Longest URL accepted from the gateway (a signed output URL can be long; refusing a
+#: COMPLETED answer over its length would cost the caller the result).
+MAX_GATEWAY_URL_LENGTH = 16384
 
 
-def check_image_url(value: object, *, field: str = "image") -> str:
+def check_image_url(
+    value: object, *, field: str = "image", max_length: int = MAX_URL_LENGTH
+) -> str:
     """Return `value` if it is an absolute http(s) URL the provider could fetch.
+
+    Args:
+        value: The URL.
+        field: Its name, for the message.
+        max_length: The longest accepted.
 
     Raises:
         InvalidRequestError: `value` is not a string, or the URL is malformed,
@@ -32,9 +42,9 @@ def check_image_url(value: object, *, field: str = "image") -> str:
             f"{field} must be an absolute http(s) URL with no spaces or control characters "
             f"(percent-encode them), got {value[:80]!r}"
         )
-    if len(value) > MAX_URL_LENGTH:
+    if len(value) > max_length:
         raise InvalidRequestError(
-            f"{field} is {len(value)} characters long; at most {MAX_URL_LENGTH} are allowed"
+            f"{field} is {len(value)} characters long; at most {max_length} are allowed"
         )
     try:
         url = httpx.URL(value)

@@ -115,3 +115,29 @@ async def test_download_into_a_folder_uses_a_plain_id_as_the_name(tmp_path: Path
         written = await client.download(state, tmp_path)
 
     assert (tmp_path / "real-esrgan_019d-ab.c.png", image) == (written, written.read_bytes())
+
+
+def test_a_long_signed_output_url_is_accepted() -> None:
+    """Output URLs are bounded far above an input's 2,048: a COMPLETED answer is not refused."""
+    url = "https://cdn.example/out.png?X-Amz-Signature=" + "a" * 3000
+    state = JobState.from_json(
+        {"request_id": "r", "status": "COMPLETED", "output": {"media_url": [url]}}
+    )
+    assert (url,) == state.media_urls
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("request_id", [".", ".."])
+async def test_a_dot_id_is_not_turned_into_a_status_url(request_id: str) -> None:
+    """`status("..")` would GET the parent path once the URL is normalised."""
+    sent: list[str] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(404)
+
+    client, http = client_over(gateway)
+    async with http, client:
+        with pytest.raises(ValueError, match="is not a job id"):
+            await client.status(request_id)
+    assert [] == sent
