@@ -97,7 +97,7 @@ class Gateway:
         http: httpx.AsyncClient,
         *,
         base_url: httpx.URL,
-        api_key: str,
+        api_key: str | ApiKey,
         limiter: anyio.CapacityLimiter,
         retry: RetryPolicy,
         counters: Counters,
@@ -122,11 +122,12 @@ class Gateway:
         self.retry = retry
         self.cooldown = Cooldown(retry)
         self.counters = counters
-        self._secret = _Secret(api_key)
+        secret = api_key if isinstance(api_key, ApiKey) else ApiKey.unchecked(api_key)
         # Gone from this frame's locals before anything can fail: a traceback formatted
         # with its locals must not show the key.
         del api_key
-        self._secret.check()
+        secret.check()
+        self._secret = secret
         self.rng = rng
         self.deadline = _longest(http.timeout) if deadline is None else deadline
         #: Folders whose stale temporary downloads were swept (once per folder and client).
@@ -357,28 +358,41 @@ class Gateway:
             await anyio.sleep(remaining)
 
 
-class _Secret:
-    """The API key, in an object whose repr never shows it (tracebacks print locals' reprs)."""
+class ApiKey:
+    """The API key, checked, in an object whose repr never shows it.
+
+    Tracebacks formatted with their locals (error trackers do) print each
+    local's repr: hold the key in one of these, and drop the plain string from
+    the frame (``del``) before anything can fail.
+
+    A key with a space or a control character would be refused by the HTTP
+    layer with an error that quotes the header, key included; it is refused
+    here instead, with a message that does not show it.
+
+    Raises:
+        InvalidRequestError: The key is not a non-empty run of printable ASCII
+            characters without spaces.
+    """
 
     __slots__ = ("value",)
 
     def __init__(self, value: str) -> None:
         self.value = value
+        del value  # out of this frame's locals before the check can raise; callers drop theirs
+        self.check()
+
+    @classmethod
+    def unchecked(cls, value: str) -> ApiKey:
+        """Wrap `value` without checking it: delete your own copy, then call `check`."""
+        key = cls.__new__(cls)
+        key.value = value
+        return key
 
     def __repr__(self) -> str:
         return REDACTED
 
     def check(self) -> None:
-        """Refuse a key that cannot travel in a header as is.
-
-        A key with a space or a control character would be refused by the HTTP
-        layer with an error that quotes the header, key included; it is refused
-        here instead, with a message that does not show it.
-
-        Raises:
-            InvalidRequestError: The key is not a non-empty run of printable
-                ASCII characters without spaces.
-        """
+        """Raise `InvalidRequestError` (without showing the key) unless it can be sent."""
         if not isinstance(self.value, str) or not self.value:
             raise InvalidRequestError("the API key must be a non-empty str")
         if not all("!" <= char <= "~" for char in self.value):
