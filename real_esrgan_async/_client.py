@@ -22,7 +22,7 @@ import httpx
 from . import _download, _options
 from ._exceptions import InvalidRequestError, JobsUnfinishedError
 from ._fanout import UpscaleRun
-from ._gateway import Gateway
+from ._gateway import ApiKey, Gateway
 from ._journal import Journal
 from ._ledger import Ledger
 from ._models import Job, JobState, Outcome, Resolution, UpscaleRequest, unwrap
@@ -30,7 +30,7 @@ from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._session import Session, WebhookSettings
 from ._stats import Stats
-from ._urls import check_image_url, is_private_host, same_origin
+from ._urls import check_base_url, is_private_host, same_origin
 from ._webhook_urls import check_secret, check_webhook_url, new_token, url_with_token
 
 DEFAULT_BASE_URL = "https://gateway.pixazo.ai"
@@ -95,6 +95,9 @@ class AsyncRealESRGAN:
         max_download_bytes: Largest output `download` accepts.
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished (keep it quick: it runs in the loop).
+        allow_insecure_http: Accept an ``http://`` `base_url` to a host other
+            than loopback (the key would cross the network in clear text): only
+            for a network you trust.
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -119,18 +122,27 @@ class AsyncRealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         owner = "AsyncRealESRGAN"
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        if not key:
+        # The key leaves this frame's locals before anything can raise: a traceback
+        # formatted with its locals (error trackers do) must not show it.
+        raw: object = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        del api_key
+        if not isinstance(raw, str):
+            raise InvalidRequestError(f"{owner}.api_key must be a str, got {type(raw).__name__}")
+        key = ApiKey.unchecked(raw)
+        del raw
+        if not key.value:
             raise InvalidRequestError(
                 f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
             )
-        if not isinstance(key, str):
-            raise InvalidRequestError(f"{owner}.api_key must be a str, got {type(key).__name__}")
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        check_image_url(base_url, field="base_url")
+        key.check()
+        _options.flag(owner, "allow_insecure_http", allow_insecure_http)
+        base_url = check_base_url(
+            base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+            allow_insecure=allow_insecure_http,
+        )
         if not isinstance(timeout, httpx.Timeout):
             _options.number(owner, "timeout", timeout, "> 0 or an httpx.Timeout", lambda v: v > 0)
         _options.instance(owner, "http_client", http_client, httpx.AsyncClient, optional=True)
@@ -182,7 +194,10 @@ class AsyncRealESRGAN:
         self._session: Session | None = None
 
     def __repr__(self) -> str:
-        return f"<AsyncRealESRGAN base_url={str(self.base_url)!r} state={self._state.value}>"
+        # Tolerates a half-built client: a traceback formatted with locals reprs `self`.
+        base_url = getattr(self, "base_url", None)
+        state = getattr(self, "_state", _State.UNOPENED)
+        return f"<AsyncRealESRGAN base_url={str(base_url)!r} state={state.value}>"
 
     # Lifecycle ------------------------------------------------------------------
 

@@ -116,6 +116,7 @@ class RealESRGAN:
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished. It runs on the client's own thread:
             keep it quick, and call no blocking method of this client in it.
+        allow_insecure_http: See `AsyncRealESRGAN`.
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -144,9 +145,14 @@ class RealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        allow_insecure_http: bool = False,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # The key leaves this frame's locals before anything can raise (a traceback
+        # formatted with locals must not show it): it is only on the call's stack.
+        secret = [api_key]
+        del api_key
         if backend not in ("asyncio", "trio"):
             raise InvalidRequestError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
         if backend_options is not None and not isinstance(backend_options, Mapping):
@@ -157,7 +163,7 @@ class RealESRGAN:
         # (nothing in it is bound to an event loop before it is opened), so bad options
         # fail at once.
         self._async = AsyncRealESRGAN(
-            api_key,
+            secret.pop(),
             base_url=base_url,
             timeout=timeout,
             max_connections=max_connections,
@@ -171,6 +177,7 @@ class RealESRGAN:
             allow_insecure_webhooks=allow_insecure_webhooks,
             max_download_bytes=max_download_bytes,
             on_progress=on_progress,
+            allow_insecure_http=allow_insecure_http,
         )
         self.base_url = self._async.base_url
         self.backend: Backend = backend
@@ -189,9 +196,11 @@ class RealESRGAN:
         self._idle: anyio.Event | None = None
 
     def __repr__(self) -> str:
+        # Tolerates a half-built client: a traceback formatted with locals reprs `self`.
+        state = getattr(self, "_state", _State.UNOPENED)
         return (
-            f"<RealESRGAN base_url={str(self.base_url)!r} backend={self.backend!r} "
-            f"state={self._state.value}>"
+            f"<RealESRGAN base_url={str(getattr(self, 'base_url', None))!r} "
+            f"backend={getattr(self, 'backend', None)!r} state={state.value}>"
         )
 
     # Lifecycle ------------------------------------------------------------------
