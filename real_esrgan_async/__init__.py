@@ -35,10 +35,12 @@ from ._exceptions import (
     ResponseValidationError,
     ServerError,
 )
+from ._events import EventKind, JobEvent
 from ._fanout import UpscaleRun
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
+from ._resubmit import ResubmitPolicy
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
@@ -56,10 +58,12 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
+    "EventKind",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "Job",
     "JobError",
+    "JobEvent",
     "JobFailedError",
     "JobState",
     "JobSystemError",
@@ -79,6 +83,7 @@ __all__ = [
     "RealESRGAN",
     "RealESRGANError",
     "ResponseValidationError",
+    "ResubmitPolicy",
     "RetryPolicy",
     "SQLiteJournal",
     "ServerError",

@@ -45,11 +45,13 @@ class Poller:
         policy: PollPolicy,
         *,
         on_terminal: Callable[[JobState], None],
+        on_state: Callable[[JobState], None] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.scheduler = PollScheduler(policy, rng=rng)
         self._gateway = gateway
         self._on_terminal = on_terminal
+        self._on_state = on_state  # every state fed, before `on_terminal` (progress events)
         self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
@@ -147,6 +149,8 @@ class Poller:
         tokens = self.scheduler.on_state(
             state.request_id, terminal=terminal, now=now, duration=_run_time(state)
         )
+        if self._on_state is not None:
+            self._on_state(state)
         if terminal:
             self._on_terminal(state)
         for token in tokens:
