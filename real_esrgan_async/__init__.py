@@ -9,6 +9,7 @@ with no lost and no doubly-paid jobs::
 """
 
 from ._client import AsyncRealESRGAN
+from ._events import EventKind, JobEvent
 from ._exceptions import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -35,7 +36,6 @@ from ._exceptions import (
     ResponseValidationError,
     ServerError,
 )
-from ._events import EventKind, JobEvent
 from ._fanout import UpscaleRun
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal

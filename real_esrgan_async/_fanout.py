@@ -22,9 +22,10 @@ run. The shell keeps the streams of control:
 - With a journal, each input is looked up as it is pulled (`plan`): a rerun
   polls the ids still in flight, replays finished outcomes, resubmits ERROR
   entries when the policy resubmits, and submits the rest. An input is
-  recorded (and synced to disk) right before its POST goes on the wire, its id the moment the gateway returns it, its end as it is seen (see
-  `_journal`). A journal the run opened is closed once both the feeder and the
-  consumer are done with it, however the run ended.
+  recorded (and synced to disk) right before its POST goes on the wire, its
+  id the moment the gateway returns it, its end as it is seen (see `_journal`).
+  A journal the run opened is closed once both the feeder and the consumer are
+  done with it, however the run ended.
 """
 
 from __future__ import annotations

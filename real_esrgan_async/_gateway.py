@@ -226,10 +226,7 @@ class Gateway:
                 failure = _status_failure(response.status_code)
                 cause = error
                 if isinstance(error, RateLimitError):
-                    self.counters.rate_limited += 1
-                    self.cooldown.on_rate_limited(
-                        anyio.current_time(), error.retry_after, sent_at=sent_at
-                    )
+                    self._rate_limited(error.retry_after, sent_at)
             if failure is Failure.RATE_LIMITED:
                 rate_limited += 1
             else:
@@ -262,6 +259,15 @@ class Gateway:
                 decision.delay,
             )
             await anyio.sleep(decision.delay)
+
+    def _rate_limited(self, retry_after: float | None, sent_at: float) -> None:
+        """Count a 429 and pause every request; log each new pause (not each 429 of a burst)."""
+        self.counters.rate_limited += 1
+        paused_until = self.cooldown.until
+        now = anyio.current_time()
+        until = self.cooldown.on_rate_limited(now, retry_after, sent_at=sent_at)
+        if until > paused_until:
+            logger.info("429 from the gateway: all requests pause %.1f s", until - now)
 
     async def _wait_for_cooldown(self) -> None:
         # Re-read after each sleep: another request may have met a later 429 meanwhile.
