@@ -23,6 +23,7 @@ from real_esrgan_async import (
     JournalState,
     Outcome,
     PollPolicy,
+    RealESRGAN,
     ResubmitPolicy,
     SQLiteJournal,
     Status,
@@ -286,3 +287,88 @@ async def test_a_journal_rerun_resubmits_exactly_the_error_entries(tmp_path: Pat
     assert stats.submitted == stats.resubmitted  # the rerun POSTed resubmissions only
     assert len(errored) <= stats.resubmitted  # (a resubmission may end ERROR and go again)
     assert set(range(60)) - set(errored) == {i for i, o in rerun.items() if o.resumed}
+
+
+@given(st.data())
+def test_with_resubmissions_and_a_stop_anywhere_no_input_or_paid_id_is_lost(
+    data: st.DataObject,
+) -> None:
+    """Random interleavings: each input gets one outcome or stays owed; each paid id is kept."""
+    book = RunBook(max_in_flight=4, ordered=data.draw(st.booleans()))
+    inputs = data.draw(st.integers(1, 6))
+    paid: dict[str, int] = {}  # request_id -> its input
+    held: set[str] = set()  # ids that ended ERROR and were held for a resubmission
+    posting: dict[int, int] = {}  # index -> POSTs on the wire for it
+    handed: list[Outcome] = []
+    counter = 0
+    stopped = False
+    for _ in range(60):
+        moves = ["take"] if book.may_pull() and book.taken < inputs else []
+        moves += ["post"] * bool(posting) + ["finish"] * bool(book.pending)
+        moves += ["hand", "stop"] if not stopped else []
+        if not moves:
+            break
+        move = data.draw(st.sampled_from(moves))
+        if move == "take":
+            posting[book.take()] = 1
+        elif move == "post":  # a POST returns: a new paid id
+            index = data.draw(st.sampled_from(sorted(posting)))
+            del posting[index]
+            counter += 1
+            rid = f"r{counter}"
+            paid[rid] = index
+            if index in book.resubmitting:
+                book.resubmitted(index, rid)
+            else:
+                book.submitted(index, rid)
+        elif move == "finish":
+            rid = data.draw(st.sampled_from(sorted(book.pending)))
+            index = book.pending[rid]
+            if data.draw(st.booleans()) and book.hold_for_resubmit(rid, error_outcome(index, rid)):
+                held.add(rid)
+                if book.may_resubmit(index):
+                    posting[index] = 1
+            else:
+                book.finished(rid, Outcome(index, None, request_id=rid))
+        elif move == "hand":
+            outcome = book.next_outcome()
+            if outcome is not None:
+                handed.append(outcome)
+        else:
+            book.stop()
+            stopped = True
+    given_back = [*handed, *book.unconsumed()]
+    indices = [o.index for o in given_back]
+    assert sorted(set(indices)) == sorted(indices)  # never two outcomes for one input
+    if stopped:  # a stop hands held inputs their ERROR outcome: nothing waits any more
+        assert {} == book.resubmitting
+    abandoned = {paid[rid] for rid in book.abandoned}
+    owed = set(book.pending.values()) | set(posting) | set(book.resubmitting) | abandoned
+    assert set(range(book.taken)) == set(indices) | owed
+    error_ids = {o.error.request_id for o in given_back if isinstance(o.error, JobSystemError)}
+    kept = {o.request_id for o in given_back} | error_ids | set(book.pending) | set(book.abandoned)
+    # Every paid id reaches the caller, but a job that ended ERROR (not charged) and was replaced.
+    assert set() == set(paid) - kept - held
+
+
+@pytest.mark.timeout(120)
+def test_the_sync_client_resubmits_as_the_async_one_does() -> None:
+    config = EmulatorConfig(time_scale=0.001, seed=8, fetch_inputs=False, error_rate=1.0)
+    events: list[str] = []
+    with (
+        running_emulator(config) as emulator,
+        RealESRGAN(
+            emulator.api_key,
+            base_url=emulator.base_url,
+            poll=EMULATOR_POLL,
+            resubmit=ResubmitPolicy(max_resubmits=1, backoff=0.0, max_backoff=0.0),
+            on_event=lambda event: events.append(event.kind.value),
+        ) as client,
+    ):
+        with pytest.raises(JobSystemError):
+            client.upscale(emulator.sample_url("tiny.png"))
+        stats = client.stats()
+    assert (2, 1, 2) == (stats.submitted, stats.resubmitted, stats.errored)
+    assert ["submitted", "finished", "resubmitted", "submitted", "finished"] == [
+        kind for kind in events if kind != "status"
+    ]
