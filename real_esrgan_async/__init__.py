@@ -9,6 +9,7 @@ with no lost and no doubly-paid jobs::
 """
 
 from ._client import AsyncRealESRGAN
+from ._events import EventKind, JobEvent
 from ._exceptions import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -39,6 +40,7 @@ from ._fanout import UpscaleRun
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
+from ._resubmit import ResubmitPolicy
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
@@ -56,10 +58,12 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
+    "EventKind",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "Job",
     "JobError",
+    "JobEvent",
     "JobFailedError",
     "JobState",
     "JobSystemError",
@@ -79,6 +83,7 @@ __all__ = [
     "RealESRGAN",
     "RealESRGANError",
     "ResponseValidationError",
+    "ResubmitPolicy",
     "RetryPolicy",
     "SQLiteJournal",
     "ServerError",

@@ -9,7 +9,9 @@ webhook receiver use through named methods.
 from __future__ import annotations
 
 import enum
+import logging
 import os
+import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -20,12 +22,14 @@ import anyio.abc
 import httpx
 
 from . import _download, _options
-from ._exceptions import InvalidRequestError, JobsUnfinishedError
+from ._events import JobEvent
+from ._exceptions import InvalidRequestError, JobsUnfinishedError, JobSystemError
 from ._fanout import UpscaleRun
 from ._gateway import ApiKey, Gateway
 from ._journal import Journal
 from ._ledger import Ledger
-from ._models import Job, JobState, Outcome, Resolution, UpscaleRequest, unwrap
+from ._models import Job, JobState, Outcome, Resolution, Status, UpscaleRequest, unwrap
+from ._resubmit import ResubmitPolicy, as_policy, resubmit_delay
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._session import Session, WebhookSettings
@@ -41,6 +45,8 @@ WebhookMode = Literal["terminal", "sync"]
 WEBHOOK_MODES = ("terminal", "sync")
 ImageInput = str | UpscaleRequest
 _CLOSED_REASON = "the client was closed"
+
+logger = logging.getLogger("real_esrgan_async")
 
 
 class _State(enum.Enum):
@@ -98,6 +104,15 @@ class AsyncRealESRGAN:
         allow_insecure_http: Accept an ``http://`` `base_url` to a host other
             than loopback (the key would cross the network in clear text): only
             for a network you trust.
+        on_event: Called with a `JobEvent` for each change of each job of this
+            client: submitted, resubmitted, a new status seen (QUEUED,
+            PROCESSING), finished. For a per-job progress display; keep it
+            quick too.
+        resubmit: What to do with jobs that end ERROR (a system error the
+            gateway does not charge for): True (the default `ResubmitPolicy`:
+            up to 2 resubmissions, after 1 s then 2 s), False (never), or a
+            `ResubmitPolicy`. Used by `upscale` and `upscale_many`; FAILED
+            jobs (charged: the input is bad) are never resubmitted.
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -123,6 +138,8 @@ class AsyncRealESRGAN:
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
         allow_insecure_http: bool = False,
+        on_event: Callable[[JobEvent], None] | None = None,
+        resubmit: ResubmitPolicy | bool = True,
     ) -> None:
         owner = "AsyncRealESRGAN"
         # The key leaves this frame's locals before anything can raise: a traceback
@@ -138,7 +155,12 @@ class AsyncRealESRGAN:
                 f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
             )
         key.check()
-        _options.flag(owner, "allow_insecure_http", allow_insecure_http)
+        _options.flags(
+            owner,
+            allow_insecure_http=allow_insecure_http,
+            webhook_confirm=webhook_confirm,
+            allow_insecure_webhooks=allow_insecure_webhooks,
+        )
         base_url = check_base_url(
             base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
             allow_insecure=allow_insecure_http,
@@ -154,12 +176,11 @@ class AsyncRealESRGAN:
         if allow_private_image_hosts is not None:
             _options.flag(owner, "allow_private_image_hosts", allow_private_image_hosts)
         _options.choice(owner, "webhook_mode", webhook_mode, WEBHOOK_MODES)
-        _options.flag(owner, "webhook_confirm", webhook_confirm)
-        _options.flag(owner, "allow_insecure_webhooks", allow_insecure_webhooks)
         _options.number(
             owner, "max_download_bytes", max_download_bytes, ">= 1", lambda v: v >= 1, kind=int
         )
-        _options.callable_or_none(owner, "on_progress", on_progress)
+        _options.callables_or_none(owner, on_progress=on_progress, on_event=on_event)
+        self.resubmit_policy = as_policy(owner, resubmit)
 
         self.base_url = httpx.URL(base_url)
         if allow_private_image_hosts is None:
@@ -188,7 +209,7 @@ class AsyncRealESRGAN:
         self._http_closed = False
         self._retry = retry or RetryPolicy()
         self._poll_policy = poll or PollPolicy()
-        self._ledger = Ledger(on_progress=on_progress)
+        self._ledger = Ledger(on_progress=on_progress, on_event=on_event, clock=time.time)
         self._state = _State.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
         self._session: Session | None = None
@@ -375,6 +396,39 @@ class AsyncRealESRGAN:
         headers = self._webhook_headers(webhook_url, webhook_mode)
         return await session.submit(request, headers)
 
+    async def resubmit(
+        self,
+        previous: Job | str,
+        image: ImageInput,
+        *,
+        scale: int | None = None,
+        face_enhance: bool | None = None,
+        webhook_url: str | None = None,
+        webhook_mode: WebhookMode | None = None,
+    ) -> Job:
+        """Submit `image` again, as a new paid job replacing `previous`, which ended ERROR.
+
+        Like `submit`, and booked as a resubmission: counted in
+        ``stats().resubmitted``, reported as a RESUBMITTED `JobEvent` naming
+        `previous`. `upscale` and `upscale_many` do this themselves, as the
+        client's `ResubmitPolicy` says; this is for a job you submitted and
+        waited on yourself. Resubmit only what ended ERROR: a FAILED job is
+        charged and fails again.
+
+        Raises:
+            The errors of `submit`.
+        """
+        session = self.session()
+        previous_id = _request_id(previous)
+        request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+        headers = self._webhook_headers(webhook_url, webhook_mode)
+        ledger = self._ledger
+
+        def booked(job: Job) -> None:
+            ledger.record_resubmitted(previous_id, job.request_id)
+
+        return await session.submit(request, headers, on_created=booked)
+
     def _webhook_headers(self, url: str | None, mode: str | None) -> dict[str, str]:
         if mode is not None:
             _options.choice("submit", "webhook_mode", mode, WEBHOOK_MODES)
@@ -455,14 +509,30 @@ class AsyncRealESRGAN:
     ) -> JobState:
         """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
 
+        A job that ends ERROR (not charged) is resubmitted as the client's
+        `ResubmitPolicy` says (`timeout` applies to each attempt); the error is
+        raised once the policy gives up.
+
         Raises:
             JobsUnfinishedError: The client was closed after the job was paid
                 for; its id is on the error.
         """
         job = await self.submit(image, scale=scale, face_enhance=face_enhance)
-        if self._state is not _State.OPEN:  # closed while the POST was on the wire
-            raise JobsUnfinishedError((job.request_id,), _CLOSED_REASON)
-        return await self.wait(job, timeout=timeout)
+        resubmits = 0
+        while True:
+            if self._state is not _State.OPEN:  # closed while the POST was on the wire
+                raise JobsUnfinishedError((job.request_id,), _CLOSED_REASON)
+            try:
+                return await self.wait(job, timeout=timeout)
+            except JobSystemError:
+                delay = resubmit_delay(self.resubmit_policy, Status.ERROR, resubmits)
+                if delay is None:
+                    raise
+                await anyio.sleep(delay)
+                if self._state is not _State.OPEN:  # closed meanwhile: nothing is owed
+                    raise
+            resubmits += 1
+            job = await self.resubmit(job, image, scale=scale, face_enhance=face_enhance)
 
     def upscale_many(
         self,
@@ -475,6 +545,7 @@ class AsyncRealESRGAN:
         ordered: bool = False,
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
+        resubmit: ResubmitPolicy | bool | None = None,
     ) -> UpscaleRun:
         """Upscale a stream of images; yield one `Outcome` per input as each finishes.
 
@@ -502,6 +573,12 @@ class AsyncRealESRGAN:
             resubmit_ambiguous: Submit again the inputs whose earlier submit
                 may or may not have created a job (by default they are yielded
                 with an `AmbiguousSubmitError`, since a resubmit may pay twice).
+            resubmit: Jobs that end ERROR (not charged) are submitted again
+                as this says (True, False or a `ResubmitPolicy`; default: the
+                client's). The outcome then carries the last job's id and the
+                earlier ones in `Outcome.earlier_request_ids`. With a journal, a
+                rerun that resubmits also resubmits the inputs the journal
+                recorded as ERROR.
 
         Returns:
             An `UpscaleRun`: iterate it with ``async for``.
@@ -525,6 +602,9 @@ class AsyncRealESRGAN:
             ordered=ordered,
             journal=journal,
             resubmit_ambiguous=resubmit_ambiguous,
+            resubmit=self.resubmit_policy
+            if resubmit is None
+            else as_policy("upscale_many", resubmit),
         )
 
     # Results and bookkeeping ------------------------------------------------------

@@ -297,6 +297,11 @@ class Gateway:
                 else:
                     failure, error = self._refused(response, request_id, paid, sent_at)
                     cause = error
+                error = error_from_response(response, request_id=request_id)
+                failure = _status_failure(response.status_code)
+                cause = error
+                if isinstance(error, RateLimitError):
+                    self._rate_limited(error.retry_after, sent_at)
             if failure is Failure.RATE_LIMITED:
                 rate_limited += 1
             else:
@@ -360,6 +365,15 @@ class Gateway:
     def _redact_bytes(self, body: bytes) -> bytes:
         key = self._secret.value.encode("utf-8", "replace")
         return body.replace(key, REDACTED.encode()) if key in body else body
+
+    def _rate_limited(self, retry_after: float | None, sent_at: float) -> None:
+        """Count a 429 and pause every request; log each new pause (not each 429 of a burst)."""
+        self.counters.rate_limited += 1
+        paused_until = self.cooldown.until
+        now = anyio.current_time()
+        until = self.cooldown.on_rate_limited(now, retry_after, sent_at=sent_at)
+        if until > paused_until:
+            logger.info("429 from the gateway: all requests pause %.1f s", until - now)
 
     async def _wait_for_cooldown(self) -> None:
         # Re-read after each sleep: another request may have met a later 429 meanwhile.

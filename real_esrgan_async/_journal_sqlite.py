@@ -273,14 +273,15 @@ class SQLiteJournal:
         return _entry(rows[0]) if rows else None
 
     def record_pending(self, index: int, request: UpscaleRequest) -> None:
-        """Input `index` is about to be submitted; an AMBIGUOUS entry keeps its `error`."""
+        """Input `index` is about to be submitted; an AMBIGUOUS entry keeps its `error`
+        (an ERROR entry is resubmitted: its next `record_submitted` replaces the id)."""
         self._write(
             "INSERT INTO inputs (idx, image, scale, face_enhance, state, updated_at) "
             "VALUES (?, ?, ?, ?, 'pending', ?) "
-            "ON CONFLICT (idx) DO UPDATE SET state = 'pending', updated_at = excluded.updated_at "
-            "WHERE state = 'ambiguous'",
+            "ON CONFLICT (idx) DO UPDATE SET state = 'pending', result = NULL, "
+            "updated_at = excluded.updated_at WHERE state IN ('ambiguous', 'error')",
             (index, request.image, request.scale, int(request.face_enhance), time.time()),
-            expect=f"input {index} to be new or AMBIGUOUS",
+            expect=f"input {index} to be new or AMBIGUOUS (or ERROR, to resubmit it)",
         )
         self._max_index = max(self._max_index, index)
 

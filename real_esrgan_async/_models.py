@@ -239,6 +239,9 @@ class Outcome:
             its job was polled again, or its recorded outcome is yielded again.
         saved_to: Where an earlier run saved the output, as recorded with
             `UpscaleRun.mark_saved`; None when it was not saved.
+        earlier_request_ids: The jobs of this input that ended ERROR (not
+            charged) and were resubmitted, oldest first; `request_id` is the
+            last attempt's.
     """
 
     index: int
@@ -248,11 +251,26 @@ class Outcome:
     request_id: str | None = None
     resumed: bool = False
     saved_to: str | None = None
+    earlier_request_ids: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the job COMPLETED and `result` holds its state."""
         return self.result is not None and self.error is None
+
+    @property
+    def state(self) -> JobState:
+        """The COMPLETED state, typed as never None: use it once `ok` is True.
+
+        Raises:
+            BaseException: The outcome's `error` (the job failed, ended ERROR,
+                timed out, or the input was rejected), when it is not `ok`.
+        """
+        if self.error is not None:
+            raise self.error
+        if self.result is None:  # (an outcome is built with one or the other)
+            raise ValueError(f"outcome {self.index} has neither a result nor an error")
+        return self.result
 
 
 def _as_mapping(data: object, what: str) -> Mapping[str, Any]:

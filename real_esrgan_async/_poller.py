@@ -45,11 +45,13 @@ class Poller:
         policy: PollPolicy,
         *,
         on_terminal: Callable[[JobState], None],
+        on_state: Callable[[JobState], None] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.scheduler = PollScheduler(policy, rng=rng)
         self._gateway = gateway
         self._on_terminal = on_terminal
+        self._on_state = on_state  # every state fed, before `on_terminal` (progress events)
         self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
@@ -170,6 +172,8 @@ class Poller:
             queued=_queued(state),
             queue_wait=_queue_wait(state),
         )
+        if self._on_state is not None:
+            self._on_state(state)
         if terminal:
             self._on_terminal(state)
         for token in tokens:

@@ -91,7 +91,9 @@ class Session:
         webhooks: WebhookSettings,
     ) -> None:
         self.gateway = gateway
-        self.poller = Poller(gateway, poll_policy, on_terminal=self.saw_terminal)
+        self.poller = Poller(
+            gateway, poll_policy, on_terminal=self.saw_terminal, on_state=ledger.record_state
+        )
         self.ledger = ledger
         self.webhooks = webhooks
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -264,6 +266,7 @@ class Session:
                 while len(self._early) > EARLY_CALLBACKS:
                     self._early.popitem(last=False)
             return
+        self.ledger.record_callback(request_id)  # (a check that finds it finished says so)
         if not state.status.is_terminal or not self.webhooks.confirm:
             self.observe(state)
             return

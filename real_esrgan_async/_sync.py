@@ -27,6 +27,7 @@ import contextlib
 import enum
 import os
 import threading
+import time
 import weakref
 from collections.abc import (
     AsyncIterator,
@@ -51,10 +52,12 @@ import httpx
 
 from . import _download
 from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, WebhookMode
-from ._exceptions import InvalidRequestError, JobsUnfinishedError
+from ._events import JobEvent
+from ._exceptions import InvalidRequestError, JobsUnfinishedError, JobSystemError
 from ._fanout import UpscaleRun
 from ._journal import Journal
-from ._models import Job, JobState, Outcome, UpscaleRequest
+from ._models import Job, JobState, Outcome, Status, UpscaleRequest
+from ._resubmit import ResubmitPolicy, resubmit_delay
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
@@ -117,6 +120,10 @@ class RealESRGAN:
             submitted or seen finished. It runs on the client's own thread:
             keep it quick, and call no blocking method of this client in it.
         allow_insecure_http: See `AsyncRealESRGAN`.
+        on_event: Called with a `JobEvent` for each change of each job (see
+            `AsyncRealESRGAN`); on the client's own thread, like `on_progress`.
+        resubmit: Jobs that end ERROR (not charged) are resubmitted: True
+            (the default `ResubmitPolicy`), False, or a `ResubmitPolicy`.
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -146,6 +153,8 @@ class RealESRGAN:
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
         allow_insecure_http: bool = False,
+        on_event: Callable[[JobEvent], None] | None = None,
+        resubmit: ResubmitPolicy | bool = True,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -178,8 +187,11 @@ class RealESRGAN:
             max_download_bytes=max_download_bytes,
             on_progress=on_progress,
             allow_insecure_http=allow_insecure_http,
+            on_event=on_event,
+            resubmit=resubmit,
         )
         self.base_url = self._async.base_url
+        self.resubmit_policy = self._async.resubmit_policy
         self.backend: Backend = backend
         self._backend_options = dict(backend_options or {})
         self._state = _State.UNOPENED
@@ -467,6 +479,33 @@ class RealESRGAN:
             )
         )
 
+    def resubmit(
+        self,
+        previous: Job | str,
+        image: ImageInput,
+        *,
+        scale: int | None = None,
+        face_enhance: bool | None = None,
+        webhook_url: str | None = None,
+        webhook_mode: WebhookMode | None = None,
+    ) -> Job:
+        """Submit `image` again as a new paid job replacing `previous`, which ended ERROR.
+
+        Same arguments and errors as `AsyncRealESRGAN.resubmit`: `submit`'s,
+        booked as a resubmission (``stats().resubmitted``, a RESUBMITTED event).
+        """
+        client = self._async
+        return self._call(
+            lambda: client.resubmit(
+                previous,
+                image,
+                scale=scale,
+                face_enhance=face_enhance,
+                webhook_url=webhook_url,
+                webhook_mode=webhook_mode,
+            )
+        )
+
     def status(self, job: Job | str) -> JobState:
         """Fetch a job's current state (one GET, retried on transient failures).
 
@@ -508,14 +547,27 @@ class RealESRGAN:
         face_enhance: bool | None = None,
         timeout: float | None = None,
     ) -> JobState:
-        """Submit one job and wait for it: `submit` then `wait`. Same errors as both."""
+        """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
+
+        A job that ends ERROR (not charged) is resubmitted as the client's
+        `ResubmitPolicy` says, as `AsyncRealESRGAN.upscale` does.
+        """
         job = self.submit(image, scale=scale, face_enhance=face_enhance)
-        try:
-            return self.wait(job, timeout=timeout)
-        except RuntimeError as exc:  # closed between the submit and the wait
-            raise JobsUnfinishedError(
-                (job.request_id,), "the client was closed during the wait"
-            ) from exc
+        resubmits = 0
+        while True:
+            try:
+                return self.wait(job, timeout=timeout)
+            except JobSystemError:
+                delay = resubmit_delay(self.resubmit_policy, Status.ERROR, resubmits)
+                if delay is None:
+                    raise
+                time.sleep(delay)  # (this is the caller's thread, not the loop's)
+            except RuntimeError as exc:  # closed between the submit and the wait
+                raise JobsUnfinishedError(
+                    (job.request_id,), "the client was closed during the wait"
+                ) from exc
+            resubmits += 1
+            job = self.resubmit(job, image, scale=scale, face_enhance=face_enhance)
 
     def upscale_many(
         self,
@@ -528,6 +580,7 @@ class RealESRGAN:
         ordered: bool = False,
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
+        resubmit: ResubmitPolicy | bool | None = None,
     ) -> SyncUpscaleRun:
         """Upscale a stream of images; iterate the result for one `Outcome` per input.
 
@@ -561,6 +614,7 @@ class RealESRGAN:
                 ordered=ordered,
                 journal=journal,
                 resubmit_ambiguous=resubmit_ambiguous,
+                resubmit=resubmit,
             )
             self._runs.add(run)
             return run

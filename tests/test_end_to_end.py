@@ -109,7 +109,9 @@ async def test_faults_lose_nothing_and_pay_nothing_twice() -> None:
     with running_emulator(config) as gateway:
         images = [f"{gateway.base_url}/samples/tiny.png?n={n}" for n in range(200)]
         async with client_for(gateway) as client:
-            outcomes = [o async for o in client.upscale_many(images, max_in_flight=20)]
+            # (resubmit=False: one POST per input; tests/test_resubmit.py covers ERROR resubmits.)
+            run = client.upscale_many(images, max_in_flight=20, resubmit=False)
+            outcomes = [o async for o in run]
             unfinished = client.unfinished_request_ids
         stats = gateway.emulator.stats()
         jobs_by_request = {

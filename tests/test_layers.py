@@ -24,6 +24,8 @@ NAME = "real_esrgan_async"
 #: Modules whose rules are pure decisions or values: no clock, no randomness, no event loop.
 PURE = {
     "_cooldown",
+    "_events",
+    "_resubmit",
     "_exceptions",
     "_journal",
     "_ledger",
