@@ -36,8 +36,10 @@ from ._exceptions import (
     ServerError,
 )
 from ._fanout import UpscaleRun
+from ._hosts import ImageHost, ImageHostError, S3ImageHost
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
+from ._local_images import LocalImage, PublishedImage
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
@@ -56,6 +58,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
+    "ImageHost",
+    "ImageHostError",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "Job",
@@ -71,15 +75,18 @@ __all__ = [
     "JournalLockedError",
     "JournalMismatchError",
     "JournalState",
+    "LocalImage",
     "NotFoundError",
     "Outcome",
     "PermissionDeniedError",
     "PollPolicy",
+    "PublishedImage",
     "RateLimitError",
     "RealESRGAN",
     "RealESRGANError",
     "ResponseValidationError",
     "RetryPolicy",
+    "S3ImageHost",
     "SQLiteJournal",
     "ServerError",
     "Stats",

@@ -20,11 +20,13 @@ import anyio.abc
 import httpx
 
 from . import _download, _options
-from ._exceptions import InvalidRequestError, JobsUnfinishedError
+from ._exceptions import AmbiguousSubmitError, InvalidRequestError, JobsUnfinishedError
 from ._fanout import UpscaleRun
 from ._gateway import Gateway
+from ._hosts import DEFAULT_VALID_FOR, ImageHost, check_fetchable, inspect_local
 from ._journal import Journal
 from ._ledger import Ledger
+from ._local_images import PublishedImage, describe
 from ._models import Job, JobState, Outcome, Resolution, UpscaleRequest, unwrap
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
@@ -40,6 +42,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 WebhookMode = Literal["terminal", "sync"]
 WEBHOOK_MODES = ("terminal", "sync")
 ImageInput = str | UpscaleRequest
+#: A local input, published through the client's `image_host` before the job is paid for.
+LocalInput = os.PathLike[str] | bytes
 _CLOSED_REASON = "the client was closed"
 
 
@@ -95,6 +99,9 @@ class AsyncRealESRGAN:
         max_download_bytes: Largest output `download` accepts.
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished (keep it quick: it runs in the loop).
+        image_host: Where local files and bytes are published so the gateway
+            can fetch them (e.g. an `S3ImageHost`); without one, `submit` and
+            `upscale` take URLs only.
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -119,6 +126,7 @@ class AsyncRealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        image_host: ImageHost | None = None,
     ) -> None:
         owner = "AsyncRealESRGAN"
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -148,6 +156,8 @@ class AsyncRealESRGAN:
             owner, "max_download_bytes", max_download_bytes, ">= 1", lambda v: v >= 1, kind=int
         )
         _options.callable_or_none(owner, "on_progress", on_progress)
+        _options.instance(owner, "image_host", image_host, ImageHost, optional=True)
+        self.image_host = image_host
 
         self.base_url = httpx.URL(base_url)
         if allow_private_image_hosts is None:
@@ -292,7 +302,7 @@ class AsyncRealESRGAN:
 
     def make_request(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -315,6 +325,11 @@ class AsyncRealESRGAN:
                 scale=4 if scale is None else scale,
                 face_enhance=False if face_enhance is None else face_enhance,
             )
+        elif isinstance(image, os.PathLike | bytes):
+            raise InvalidRequestError(
+                f"image {describe(image)} is local: submit and upscale publish it through the "
+                "client's image_host first; make_request takes URLs"
+            )
         else:
             raise InvalidRequestError(
                 f"image must be a URL str or an UpscaleRequest, got {type(image).__name__}"
@@ -328,7 +343,7 @@ class AsyncRealESRGAN:
 
     async def submit(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -338,7 +353,10 @@ class AsyncRealESRGAN:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
         Args:
-            image: The input URL, or an `UpscaleRequest`.
+            image: The input URL, an `UpscaleRequest`, or (with an `image_host`)
+                a local file's path or the image's bytes: checked, published
+                and fetched once here before the job is paid for, and taken
+                down by the host once the job has ended.
             scale: 1, 2, 3 or 4 (default 4), when `image` is a URL.
             face_enhance: Apply face enhancement (default False), when `image` is a URL.
             webhook_url: Ask the gateway to POST the result there (https only);
@@ -350,15 +368,65 @@ class AsyncRealESRGAN:
             `unfinished_request_ids` until the client sees it finish.
 
         Raises:
-            InvalidRequestError: Bad input; nothing was sent.
+            InvalidRequestError: Bad input (a missing, unreadable or non-image
+                file; a local input with no `image_host`); nothing was sent.
+            ImageHostError: The local input could not be published, or its URL
+                not fetched; nothing was paid.
             AmbiguousSubmitError: Sent, but whether a job exists is unknown.
             APIStatusError: The gateway refused (400/401/402/403/429/5xx before sending).
             APIConnectionError: The gateway could not be reached; nothing was paid.
         """
         session = self.session()
-        request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+        if not isinstance(image, os.PathLike | bytes):
+            request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+            headers = self._webhook_headers(webhook_url, webhook_mode)
+            return await session.submit(request, headers)
         headers = self._webhook_headers(webhook_url, webhook_mode)
-        return await session.submit(request, headers)
+        published = await self._publish(image)
+        try:
+            request = self.make_request(published.url, scale=scale, face_enhance=face_enhance)
+            job = await session.submit(request, headers)
+        except AmbiguousSubmitError:
+            raise  # a job may exist and may yet fetch the image: leave it up (its URL expires)
+        except BaseException:
+            await self._retract(published)
+            raise
+        self._retract_when_finished(session, job.request_id, published)
+        return job
+
+    async def _publish(self, image: LocalInput) -> PublishedImage:
+        """Check a local input, publish it, and fetch its URL's first byte: all before paying."""
+        host = self.image_host
+        if host is None:
+            raise InvalidRequestError(
+                f"image {describe(image)} is a local file or bytes, and the gateway fetches "
+                "only URLs: pass image_host=S3ImageHost('my-bucket', 'prefix/') to the client "
+                "(pip install 'real-esrgan-async[s3]') to publish local images"
+            )
+        local = await inspect_local(image)
+        published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
+        try:
+            await check_fetchable(published)
+        except BaseException:
+            await self._retract(published)
+            raise
+        return published
+
+    async def _retract(self, published: PublishedImage) -> None:
+        assert self.image_host is not None
+        with anyio.CancelScope(shield=True):  # cleanup: done even when cancelled
+            await self.image_host.retract(published)
+
+    def _retract_when_finished(
+        self, session: Session, request_id: str, published: PublishedImage
+    ) -> None:
+        """Take the input down once its job has ended (not when a wait merely stopped)."""
+
+        def finished(resolution: Resolution) -> None:
+            if isinstance(resolution, JobState):
+                session.start_soon(self._retract, published)
+
+        session.watch(request_id, finished)
 
     def _webhook_headers(self, url: str | None, mode: str | None) -> dict[str, str]:
         if mode is not None:
@@ -432,7 +500,7 @@ class AsyncRealESRGAN:
 
     async def upscale(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,

@@ -50,9 +50,10 @@ import anyio.to_thread
 import httpx
 
 from . import _download
-from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, WebhookMode
+from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, LocalInput, WebhookMode
 from ._exceptions import InvalidRequestError, JobsUnfinishedError
 from ._fanout import UpscaleRun
+from ._hosts import ImageHost
 from ._journal import Journal
 from ._models import Job, JobState, Outcome, UpscaleRequest
 from ._retry import RetryPolicy
@@ -116,6 +117,7 @@ class RealESRGAN:
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished. It runs on the client's own thread:
             keep it quick, and call no blocking method of this client in it.
+        image_host: Where local files and bytes are published (see `AsyncRealESRGAN`).
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -144,6 +146,7 @@ class RealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        image_host: ImageHost | None = None,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -171,6 +174,7 @@ class RealESRGAN:
             allow_insecure_webhooks=allow_insecure_webhooks,
             max_download_bytes=max_download_bytes,
             on_progress=on_progress,
+            image_host=image_host,
         )
         self.base_url = self._async.base_url
         self.backend: Backend = backend
@@ -428,7 +432,7 @@ class RealESRGAN:
 
     def submit(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -493,7 +497,7 @@ class RealESRGAN:
 
     def upscale(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
