@@ -228,7 +228,8 @@ class S3ImageHost:
         if not isinstance(prefix, str):
             raise InvalidRequestError(f"{owner}.prefix must be a str, got {prefix!r}")
         if endpoint_url is not None and (
-            not isinstance(endpoint_url, str) or not endpoint_url.startswith(("http://", "https://"))
+            not isinstance(endpoint_url, str)
+            or not endpoint_url.startswith(("http://", "https://"))
         ):
             raise InvalidRequestError(
                 f"{owner}.endpoint_url must be None or an http(s) URL, got {endpoint_url!r}"
@@ -251,9 +252,7 @@ class S3ImageHost:
         try:
             from obstore.store import S3Store  # noqa: PLC0415 (an optional dependency)
         except ImportError:
-            raise InvalidRequestError(
-                f"S3ImageHost needs obstore: {_INSTALL_HINT}"
-            ) from None
+            raise InvalidRequestError(f"S3ImageHost needs obstore: {_INSTALL_HINT}") from None
         config: dict[str, Any] = dict(store_options or {})
         if endpoint_url is not None:
             config["endpoint"] = endpoint_url
@@ -271,7 +270,7 @@ class S3ImageHost:
             self._store: S3Store = S3Store(
                 bucket, client_options={"allow_http": allow_http}, **config
             )
-        except Exception as exc:  # obstore's configuration errors are plain exceptions
+        except Exception as exc:  # noqa: BLE001 (obstore raises its own and built-in types)
             raise InvalidRequestError(f"{owner} could not be configured: {exc}") from None
         self._limiter = anyio.CapacityLimiter(max_concurrent_uploads)
         self._users: dict[str, int] = {}  # key -> live publications (same bytes, one object)
@@ -331,7 +330,7 @@ class S3ImageHost:
                     return
                 try:
                     await anyio.to_thread.run_sync(self._delete, key, limiter=self._limiter)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (cleanup is best effort: the URL expires)
                     logger.warning("could not delete %s from %s: %s", key, self.bucket, exc)
 
     async def _upload_unless_present(self, key: str, image: LocalImage) -> None:
@@ -343,7 +342,7 @@ class S3ImageHost:
                 logger.debug("%s is already in %s: not uploaded", key, self.bucket)
                 return
             await anyio.to_thread.run_sync(self._put, key, image, limiter=self._limiter)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (obstore raises its own and built-in types)
             raise ImageHostError(
                 f"could not publish {describe(image.source)} to bucket {self.bucket!r} as "
                 f"{key!r}: {type(exc).__name__}: {exc}; nothing was paid"

@@ -95,7 +95,7 @@ class LocalImage:
         content_type: Its MIME type, from its magic bytes.
     """
 
-    source: os.PathLike[str] | bytes = attrs.field(repr=lambda s: describe(s))
+    source: os.PathLike[str] | bytes = attrs.field(repr=describe)
     digest: str
     size: int
     content_type: str

@@ -144,9 +144,8 @@ def _wait_until_ready(
     server: S3Server, process: subprocess.Popen[bytes], log: Path, timeout: float
 ) -> None:
     """Until the bucket answers a signed request (the S3 port opens before the bucket exists)."""
-    from obstore.store import S3Store
-
     import obstore
+    from obstore.store import S3Store
 
     store = S3Store(
         server.bucket,
