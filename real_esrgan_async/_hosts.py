@@ -20,13 +20,14 @@ module calls the blocking functions in anyio worker threads, bounded by a
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 import anyio
 import httpx
@@ -108,31 +109,58 @@ def _inspect_bytes(data: bytes) -> LocalImage:
 
 
 def _inspect_file(source: os.PathLike[str]) -> LocalImage:
+    with _opened_image(source) as (file, header, content_type):
+        digest = hashlib.sha256(header)
+        size = len(header)
+        while chunk := _read(source, file, CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return LocalImage(Path(source), digest.hexdigest(), size, content_type)
+
+
+def check_local_file(source: os.PathLike[str]) -> str:
+    """Check, from its first bytes only, that `source` is a readable image; return its type.
+
+    For a command line that checks every file before the first job is paid for.
+
+    Raises:
+        InvalidRequestError: As `inspect_local`.
+    """
+    with _opened_image(source) as (_, _, content_type):
+        return content_type
+
+
+@contextlib.contextmanager
+def _opened_image(source: os.PathLike[str]) -> Iterator[tuple[BinaryIO, bytes, str]]:
+    """The open file, its header and its MIME type; every failure an `InvalidRequestError`."""
     shown = describe(source)
     try:
-        with open(source, "rb") as file:
-            header = file.read(HEADER_BYTES)
-            content_type = sniff(header)
-            if content_type is None:
-                raise InvalidRequestError(_not_an_image(shown, header))
-            digest = hashlib.sha256(header)
-            size = len(header)
-            while chunk := file.read(CHUNK_BYTES):
-                digest.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError:
-        raise InvalidRequestError(f"image file {shown} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidRequestError(
-            f"image file {shown} is a directory; pass the image files in it"
-        ) from None
-    except PermissionError:
-        raise InvalidRequestError(f"image file {shown} cannot be read: permission denied") from None
+        file = open(source, "rb")  # noqa: SIM115 (closed below, after the caller's reads)
     except OSError as exc:
-        raise InvalidRequestError(
-            f"image file {shown} cannot be read: {exc.strerror or exc}"
-        ) from None
-    return LocalImage(Path(source), digest.hexdigest(), size, content_type)
+        raise InvalidRequestError(_unreadable(shown, exc)) from None
+    with file:
+        header = _read(source, file, HEADER_BYTES)
+        content_type = sniff(header)
+        if content_type is None:
+            raise InvalidRequestError(_not_an_image(shown, header))
+        yield file, header, content_type
+
+
+def _read(source: os.PathLike[str], file: BinaryIO, size: int) -> bytes:
+    try:
+        return file.read(size)
+    except OSError as exc:
+        raise InvalidRequestError(_unreadable(describe(source), exc)) from None
+
+
+def _unreadable(shown: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"image file {shown} does not exist"
+    if isinstance(exc, IsADirectoryError):
+        return f"image file {shown} is a directory; pass the image files in it"
+    if isinstance(exc, PermissionError):
+        return f"image file {shown} cannot be read: permission denied"
+    return f"image file {shown} cannot be read: {exc.strerror or exc}"
 
 
 def _not_an_image(shown: str, header: bytes) -> str:
