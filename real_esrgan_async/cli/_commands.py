@@ -88,7 +88,7 @@ def run_upscale_command(args: argparse.Namespace, output: Output) -> int:
     if gateway is None:
         return ExitCode.USAGE
     image_host = None
-    local = local_inputs(args.urls)
+    local = local_inputs(args.urls, with_host=args.image_host is not None)
     if local:
         if args.image_host is None:
             output.error(

@@ -36,13 +36,21 @@ IMAGE_HOST_SCHEMES = ("s3",)
 
 
 def is_url(text: str) -> bool:
-    """Whether a command-line input is a URL (http or https) rather than a local file."""
-    return text.lower().startswith(("http://", "https://"))
+    """Whether a command-line input is a URL (``scheme://...``) rather than a local file.
+
+    Only http(s) URLs are accepted by the gateway; the others are rejected as before.
+    """
+    return "://" in text
 
 
-def local_inputs(inputs: Sequence[str]) -> list[str]:
-    """The inputs that are local files."""
-    return [text for text in inputs if not is_url(text)]
+def local_inputs(inputs: Sequence[str], *, with_host: bool) -> list[str]:
+    """The inputs to treat as local files.
+
+    With an image host, every input that is not a URL. Without one, only those
+    that exist: ``example.com/cat.jpg`` (a URL missing its scheme) is left to be
+    rejected as a URL, with the message that says so.
+    """
+    return [text for text in inputs if not is_url(text) and (with_host or Path(text).exists())]
 
 
 def parse_image_host(uri: str, *, endpoint_url: str | None) -> S3ImageHost:

@@ -175,3 +175,36 @@ def test_an_image_host_that_is_not_s3_is_refused(
     )
     assert 2 == code
     assert "--image-host must be s3://BUCKET or s3://BUCKET/PREFIX, got 'gs://bucket/prefix'" in err
+
+
+def test_a_store_that_refuses_the_upload_stops_the_run_before_any_job(
+    capsys: pytest.CaptureFixture[str],
+    aws_env: S3Server,
+    prefix: str,
+    gateway: RunningEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    wrong = "wrong-secret-for-this-store-0123456789"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    source = photos(tmp_path / "photos")[0]
+    code, stdout, err = run(
+        capsys,
+        "upscale",
+        source,
+        "--image-host",
+        f"s3://{aws_env.bucket}/{prefix}",
+        "--endpoint-url",
+        aws_env.endpoint_url,
+        "--base-url",
+        gateway.base_url,
+        "--api-key",
+        KEY,
+        "--out",
+        tmp_path / "out",
+    )
+    assert wrong not in stdout + err
+    assert f"could not publish {str(source)!r} to bucket 'inputs'" in stdout + err
+    assert "the run stopped: could not publish" in err
+    assert 1 == code
+    assert 0 == gateway.emulator.stats().jobs_created
