@@ -12,11 +12,8 @@ from collections.abc import Iterator
 import pytest
 from s3_server import S3Server, running_s3_server
 
-from real_esrgan_async import PollPolicy, RetryPolicy
 from real_esrgan_async.testing import EmulatorConfig, RunningEmulator, running_emulator
 
-FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
-FAST_POLL = PollPolicy(initial_delay=0.02, min_interval=0.005, max_interval=0.05)
 _prefixes = itertools.count()
 
 

@@ -23,6 +23,11 @@ from pathlib import Path
 
 import attrs
 
+from real_esrgan_async import PollPolicy, RetryPolicy
+
+#: A client's policies for the emulator's millisecond jobs.
+FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
+FAST_POLL = PollPolicy(initial_delay=0.02, min_interval=0.005, max_interval=0.05)
 ACCESS_KEY = "AKIAREALESRGANTEST01"
 SECRET_KEY = "test-secret-for-the-loopback-store-only"
 BUCKET = "inputs"

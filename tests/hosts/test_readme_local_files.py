@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_POLL, FAST_RETRY
 from PIL import Image
-from s3_server import S3Server
+from s3_server import FAST_POLL, FAST_RETRY, S3Server
 
 from real_esrgan_async import AsyncRealESRGAN, S3ImageHost
 from real_esrgan_async.testing import RunningEmulator

@@ -17,10 +17,9 @@ import anyio
 import httpx
 import obstore
 import pytest
-from conftest import FAST_POLL, FAST_RETRY
 from obstore.store import S3Store
 from PIL import Image
-from s3_server import S3Server
+from s3_server import FAST_POLL, FAST_RETRY, S3Server
 
 from real_esrgan_async import (
     AsyncRealESRGAN,
