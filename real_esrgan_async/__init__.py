@@ -37,8 +37,10 @@ from ._exceptions import (
     ServerError,
 )
 from ._fanout import UpscaleRun
+from ._hosts import ImageHost, ImageHostError, S3ImageHost
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
+from ._local_images import LocalImage, PublishedImage
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._resubmit import ResubmitPolicy
 from ._retry import RetryPolicy
@@ -59,6 +61,8 @@ __all__ = [
     "BadRequestError",
     "DownloadError",
     "EventKind",
+    "ImageHost",
+    "ImageHostError",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "Job",
@@ -75,16 +79,19 @@ __all__ = [
     "JournalLockedError",
     "JournalMismatchError",
     "JournalState",
+    "LocalImage",
     "NotFoundError",
     "Outcome",
     "PermissionDeniedError",
     "PollPolicy",
+    "PublishedImage",
     "RateLimitError",
     "RealESRGAN",
     "RealESRGANError",
     "ResponseValidationError",
     "ResubmitPolicy",
     "RetryPolicy",
+    "S3ImageHost",
     "SQLiteJournal",
     "ServerError",
     "Stats",

@@ -23,11 +23,18 @@ import httpx
 
 from . import _download, _options
 from ._events import JobEvent
-from ._exceptions import InvalidRequestError, JobsUnfinishedError, JobSystemError
+from ._exceptions import (
+    AmbiguousSubmitError,
+    InvalidRequestError,
+    JobsUnfinishedError,
+    JobSystemError,
+)
 from ._fanout import UpscaleRun
 from ._gateway import ApiKey, Gateway
+from ._hosts import DEFAULT_VALID_FOR, ImageHost, check_fetchable, inspect_local
 from ._journal import Journal
 from ._ledger import Ledger
+from ._local_images import PublishedImage, describe
 from ._models import Job, JobState, Outcome, Resolution, Status, UpscaleRequest, unwrap
 from ._resubmit import ResubmitPolicy, as_policy, resubmit_delay
 from ._retry import RetryPolicy
@@ -44,6 +51,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 WebhookMode = Literal["terminal", "sync"]
 WEBHOOK_MODES = ("terminal", "sync")
 ImageInput = str | UpscaleRequest
+#: A local input, published through the client's `image_host` before the job is paid for.
+LocalInput = os.PathLike[str] | bytes
 _CLOSED_REASON = "the client was closed"
 
 logger = logging.getLogger("real_esrgan_async")
@@ -113,6 +122,9 @@ class AsyncRealESRGAN:
             up to 2 resubmissions, after 1 s then 2 s), False (never), or a
             `ResubmitPolicy`. Used by `upscale` and `upscale_many`; FAILED
             jobs (charged: the input is bad) are never resubmitted.
+        image_host: Where local files and bytes are published so the gateway
+            can fetch them (e.g. an `S3ImageHost`); without one, `submit` and
+            `upscale` take URLs only.
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -140,6 +152,7 @@ class AsyncRealESRGAN:
         allow_insecure_http: bool = False,
         on_event: Callable[[JobEvent], None] | None = None,
         resubmit: ResubmitPolicy | bool = True,
+        image_host: ImageHost | None = None,
     ) -> None:
         owner = "AsyncRealESRGAN"
         # The key leaves this frame's locals before anything can raise: a traceback
@@ -181,6 +194,8 @@ class AsyncRealESRGAN:
         )
         _options.callables_or_none(owner, on_progress=on_progress, on_event=on_event)
         self.resubmit_policy = as_policy(owner, resubmit)
+        _options.instance(owner, "image_host", image_host, ImageHost, optional=True)
+        self.image_host = image_host
 
         self.base_url = httpx.URL(base_url)
         if allow_private_image_hosts is None:
@@ -328,7 +343,7 @@ class AsyncRealESRGAN:
 
     def make_request(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -351,6 +366,11 @@ class AsyncRealESRGAN:
                 scale=4 if scale is None else scale,
                 face_enhance=False if face_enhance is None else face_enhance,
             )
+        elif isinstance(image, os.PathLike | bytes):
+            raise InvalidRequestError(
+                f"image {describe(image)} is local: submit and upscale publish it through the "
+                "client's image_host first; make_request takes URLs"
+            )
         else:
             raise InvalidRequestError(
                 f"image must be a URL str or an UpscaleRequest, got {type(image).__name__}"
@@ -364,7 +384,7 @@ class AsyncRealESRGAN:
 
     async def submit(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -374,7 +394,10 @@ class AsyncRealESRGAN:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
         Args:
-            image: The input URL, or an `UpscaleRequest`.
+            image: The input URL, an `UpscaleRequest`, or (with an `image_host`)
+                a local file's path or the image's bytes: checked, published
+                and fetched once here before the job is paid for, and taken
+                down by the host once the job has ended.
             scale: 1, 2, 3 or 4 (default 4), when `image` is a URL.
             face_enhance: Apply face enhancement (default False), when `image` is a URL.
             webhook_url: Ask the gateway to POST the result there (https only);
@@ -386,20 +409,89 @@ class AsyncRealESRGAN:
             `unfinished_request_ids` until the client sees it finish.
 
         Raises:
-            InvalidRequestError: Bad input; nothing was sent.
+            InvalidRequestError: Bad input (a missing, unreadable or non-image
+                file; a local input with no `image_host`); nothing was sent.
+            ImageHostError: The local input could not be published, or its URL
+                not fetched; nothing was paid.
             AmbiguousSubmitError: Sent, but whether a job exists is unknown.
             APIStatusError: The gateway refused (400/401/402/403/429/5xx before sending).
             APIConnectionError: The gateway could not be reached; nothing was paid.
         """
+        return await self._submit(
+            image,
+            scale=scale,
+            face_enhance=face_enhance,
+            webhook_url=webhook_url,
+            webhook_mode=webhook_mode,
+        )
+
+    async def _submit(
+        self,
+        image: ImageInput | LocalInput,
+        *,
+        scale: int | None,
+        face_enhance: bool | None,
+        webhook_url: str | None,
+        webhook_mode: WebhookMode | None,
+        on_created: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """`submit`, with a hook run (before any checkpoint) on the new job."""
         session = self.session()
-        request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+        if not isinstance(image, os.PathLike | bytes):
+            request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+            headers = self._webhook_headers(webhook_url, webhook_mode)
+            return await session.submit(request, headers, on_created=on_created)
         headers = self._webhook_headers(webhook_url, webhook_mode)
-        return await session.submit(request, headers)
+        published = await self._publish(image)
+        try:
+            request = self.make_request(published.url, scale=scale, face_enhance=face_enhance)
+            job = await session.submit(request, headers, on_created=on_created)
+        except AmbiguousSubmitError:
+            raise  # a job may exist and may yet fetch the image: leave it up (its URL expires)
+        except BaseException:
+            await self._retract(published)
+            raise
+        self._retract_when_finished(session, job.request_id, published)
+        return job
+
+    async def _publish(self, image: LocalInput) -> PublishedImage:
+        """Check a local input, publish it, and fetch its URL's first byte: all before paying."""
+        host = self.image_host
+        if host is None:
+            raise InvalidRequestError(
+                f"image {describe(image)} is a local file or bytes, and the gateway fetches "
+                "only URLs: pass image_host=S3ImageHost('my-bucket', 'prefix/') to the client "
+                "(pip install 'real-esrgan-async[s3]') to publish local images"
+            )
+        local = await inspect_local(image)
+        published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
+        try:
+            await check_fetchable(published)
+        except BaseException:
+            await self._retract(published)
+            raise
+        return published
+
+    async def _retract(self, published: PublishedImage) -> None:
+        assert self.image_host is not None
+        with anyio.CancelScope(shield=True):  # cleanup: done even when cancelled
+            await self.image_host.retract(published)
+
+    def _retract_when_finished(
+        self, session: Session, request_id: str, published: PublishedImage
+    ) -> None:
+        """Take the input down once its job has ended (not when a wait merely stopped)."""
+
+        def finished(resolution: Resolution) -> None:
+            if isinstance(resolution, JobState):
+                session.start_soon(self._retract, published)
+
+        session.watch(request_id, finished)
 
     async def resubmit(
         self,
         previous: Job | str,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -418,16 +510,20 @@ class AsyncRealESRGAN:
         Raises:
             The errors of `submit`.
         """
-        session = self.session()
         previous_id = _request_id(previous)
-        request = self.make_request(image, scale=scale, face_enhance=face_enhance)
-        headers = self._webhook_headers(webhook_url, webhook_mode)
         ledger = self._ledger
 
         def booked(job: Job) -> None:
             ledger.record_resubmitted(previous_id, job.request_id)
 
-        return await session.submit(request, headers, on_created=booked)
+        return await self._submit(
+            image,
+            scale=scale,
+            face_enhance=face_enhance,
+            webhook_url=webhook_url,
+            webhook_mode=webhook_mode,
+            on_created=booked,
+        )
 
     def _webhook_headers(self, url: str | None, mode: str | None) -> dict[str, str]:
         if mode is not None:
@@ -501,7 +597,7 @@ class AsyncRealESRGAN:
 
     async def upscale(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,

@@ -297,11 +297,6 @@ class Gateway:
                 else:
                     failure, error = self._refused(response, request_id, paid, sent_at)
                     cause = error
-                error = error_from_response(response, request_id=request_id)
-                failure = _status_failure(response.status_code)
-                cause = error
-                if isinstance(error, RateLimitError):
-                    self._rate_limited(error.retry_after, sent_at)
             if failure is Failure.RATE_LIMITED:
                 rate_limited += 1
             else:
@@ -345,8 +340,7 @@ class Gateway:
             # A 303 after a POST can mean "created, see there": a job may exist.
             failure = Failure.NO_ANSWER
         if isinstance(error, RateLimitError):
-            self.counters.rate_limited += 1
-            self.cooldown.on_rate_limited(anyio.current_time(), error.retry_after, sent_at=sent_at)
+            self._rate_limited(error.retry_after, sent_at)
         return failure, error
 
     async def _send(self, method: str, url: str, headers: _Headers, json: Any) -> Answer:

@@ -51,10 +51,11 @@ import anyio.to_thread
 import httpx
 
 from . import _download
-from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, WebhookMode
+from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, LocalInput, WebhookMode
 from ._events import JobEvent
 from ._exceptions import InvalidRequestError, JobsUnfinishedError, JobSystemError
 from ._fanout import UpscaleRun
+from ._hosts import ImageHost
 from ._journal import Journal
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._resubmit import ResubmitPolicy, resubmit_delay
@@ -124,6 +125,7 @@ class RealESRGAN:
             `AsyncRealESRGAN`); on the client's own thread, like `on_progress`.
         resubmit: Jobs that end ERROR (not charged) are resubmitted: True
             (the default `ResubmitPolicy`), False, or a `ResubmitPolicy`.
+        image_host: Where local files and bytes are published (see `AsyncRealESRGAN`).
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -155,6 +157,7 @@ class RealESRGAN:
         allow_insecure_http: bool = False,
         on_event: Callable[[JobEvent], None] | None = None,
         resubmit: ResubmitPolicy | bool = True,
+        image_host: ImageHost | None = None,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -189,6 +192,7 @@ class RealESRGAN:
             allow_insecure_http=allow_insecure_http,
             on_event=on_event,
             resubmit=resubmit,
+            image_host=image_host,
         )
         self.base_url = self._async.base_url
         self.resubmit_policy = self._async.resubmit_policy
@@ -449,7 +453,7 @@ class RealESRGAN:
 
     def submit(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -482,7 +486,7 @@ class RealESRGAN:
     def resubmit(
         self,
         previous: Job | str,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -541,7 +545,7 @@ class RealESRGAN:
 
     def upscale(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,

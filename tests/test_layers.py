@@ -29,6 +29,7 @@ PURE = {
     "_exceptions",
     "_journal",
     "_ledger",
+    "_local_images",
     "_models",
     "_options",
     "_retry",

@@ -12,16 +12,21 @@ import httpx
 
 from real_esrgan_async import (
     AsyncRealESRGAN,
+    ImageHost,
+    ImageHostError,
     InsufficientBalanceError,
     Job,
     JobError,
     JobState,
     JobsUnfinishedError,
     Journal,
+    LocalImage,
     Outcome,
     PollPolicy,
+    PublishedImage,
     RealESRGAN,
     RetryPolicy,
+    S3ImageHost,
     SQLiteJournal,
     Stats,
     Status,
@@ -144,3 +149,31 @@ def notebook() -> None:
         print(exc.request_ids)
     finally:
         client.close()
+
+
+async def local_files(folder: Path) -> list[JobState]:
+    host: ImageHost = S3ImageHost(
+        "my-bucket", "real-esrgan/", endpoint_url="https://s3.example.com", expires=3600.0
+    )
+    states: list[JobState] = []
+    async with AsyncRealESRGAN("key", image_host=host) as client:
+        for path in sorted(folder.glob("*.jpg")):
+            try:
+                states.append(await client.upscale(path, scale=2))
+            except ImageHostError as exc:
+                print(exc)
+        states.append(await client.upscale(b"\x89PNG...", scale=4))
+    return states
+
+
+class MyHost:
+    async def publish(self, image: LocalImage, *, valid_for: float) -> PublishedImage:
+        return PublishedImage(f"https://cdn.example.com/{image.digest}", image.digest, image)
+
+    async def retract(self, published: PublishedImage) -> None:
+        del published
+
+
+def blocking_local(path: Path) -> JobState:
+    with RealESRGAN("key", image_host=MyHost()) as client:
+        return client.upscale(path)
