@@ -38,10 +38,20 @@ from ._exceptions import (
 from ._fanout import UpscaleRun
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
+from ._keys import IdempotencyKeyMismatchError
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
+from ._store import (
+    OutputExpiredError,
+    SQLiteStore,
+    Store,
+    StoreError,
+    StoreMismatchError,
+    StoreUnavailableError,
+)
+from ._store_redis import RedisStore
 from ._sync import RealESRGAN, SyncUpscaleRun
 from ._version import __version__
 from ._webhooks import WebhookReceiver, parse_webhook
@@ -56,6 +66,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
+    "IdempotencyKeyMismatchError",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "Job",
@@ -73,17 +84,24 @@ __all__ = [
     "JournalState",
     "NotFoundError",
     "Outcome",
+    "OutputExpiredError",
     "PermissionDeniedError",
     "PollPolicy",
     "RateLimitError",
     "RealESRGAN",
     "RealESRGANError",
+    "RedisStore",
     "ResponseValidationError",
     "RetryPolicy",
     "SQLiteJournal",
+    "SQLiteStore",
     "ServerError",
     "Stats",
     "Status",
+    "Store",
+    "StoreError",
+    "StoreMismatchError",
+    "StoreUnavailableError",
     "SyncUpscaleRun",
     "UpscaleRequest",
     "UpscaleRun",

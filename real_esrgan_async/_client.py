@@ -24,12 +24,14 @@ from ._exceptions import InvalidRequestError, JobsUnfinishedError
 from ._fanout import UpscaleRun
 from ._gateway import Gateway
 from ._journal import Journal
+from ._keyed import Keys
 from ._ledger import Ledger
 from ._models import Job, JobState, Outcome, Resolution, UpscaleRequest, unwrap
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._session import Session, WebhookSettings
 from ._stats import Stats
+from ._store import Store
 from ._urls import check_image_url, is_private_host, same_origin
 from ._webhook_urls import check_secret, check_webhook_url, new_token, url_with_token
 
@@ -95,6 +97,11 @@ class AsyncRealESRGAN:
         max_download_bytes: Largest output `download` accepts.
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished (keep it quick: it runs in the loop).
+        store: Where `idempotency_key`s are recorded, shared by every process
+            that uses the same store: a `SQLiteStore` (one machine) or a
+            `RedisStore` (a fleet; it may also hold a fleet-wide submit budget
+            and shares each 429's pause with every worker). Opened with the
+            client and closed with it.
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -119,6 +126,7 @@ class AsyncRealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        store: Store | None = None,
     ) -> None:
         owner = "AsyncRealESRGAN"
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -148,6 +156,7 @@ class AsyncRealESRGAN:
             owner, "max_download_bytes", max_download_bytes, ">= 1", lambda v: v >= 1, kind=int
         )
         _options.callable_or_none(owner, "on_progress", on_progress)
+        _options.instance(owner, "store", store, Store, optional=True)
 
         self.base_url = httpx.URL(base_url)
         if allow_private_image_hosts is None:
@@ -180,6 +189,7 @@ class AsyncRealESRGAN:
         self._state = _State.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
         self._session: Session | None = None
+        self._keys = None if store is None else Keys(store)
 
     def __repr__(self) -> str:
         return f"<AsyncRealESRGAN base_url={str(self.base_url)!r} state={self._state.value}>"
@@ -213,12 +223,18 @@ class AsyncRealESRGAN:
             ledger=self._ledger,
             webhooks=self._webhooks,
         )
+        if self._keys is not None:
+            await self._keys.open(str(self.base_url))  # refused before anything is started
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
             await session.start(task_group)
+            if self._keys is not None:
+                session.start_soon(self._keys.share_cooldown, session)
         except BaseException as exc:
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            if self._keys is not None:
+                await self._keys.close()
             raise
         self._task_group = task_group
         self._session = session
@@ -258,7 +274,11 @@ class AsyncRealESRGAN:
                 with anyio.CancelScope(shield=True):
                     await self._session.wait_closed()
         finally:
-            await self._close_http()
+            try:
+                await self._close_http()
+            finally:
+                if self._keys is not None:
+                    await self._keys.close()
 
     async def _close_http(self) -> None:
         if self._own_http and self._http is not None and not self._http_closed:
@@ -334,6 +354,7 @@ class AsyncRealESRGAN:
         face_enhance: bool | None = None,
         webhook_url: str | None = None,
         webhook_mode: WebhookMode | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
@@ -344,13 +365,22 @@ class AsyncRealESRGAN:
             webhook_url: Ask the gateway to POST the result there (https only);
                 defaults to the client's `webhook_url`.
             webhook_mode: ``"terminal"`` (one callback) or ``"sync"`` (every cycle).
+            idempotency_key: Pay for at most one job under this key across
+                every process sharing the client's `store`, and across restarts:
+                if the key already names a job, nothing is sent and that job
+                is returned (`wait` on it).
 
         Returns:
             The queued `Job`; its `request_id` is also kept in
             `unfinished_request_ids` until the client sees it finish.
 
         Raises:
-            InvalidRequestError: Bad input; nothing was sent.
+            InvalidRequestError: Bad input (or a key without a store); nothing was sent.
+            IdempotencyKeyMismatchError: The key was used with another request.
+            AmbiguousSubmitError: This submit, or the key's earlier one, was
+                sent but whether it created a job is unknown (never resubmitted).
+            OutputExpiredError: The key's job finished long ago; its output expired.
+            StoreError: The store failed; nothing was sent.
             AmbiguousSubmitError: Sent, but whether a job exists is unknown.
             APIStatusError: The gateway refused (400/401/402/403/429/5xx before sending).
             APIConnectionError: The gateway could not be reached; nothing was paid.
@@ -358,7 +388,27 @@ class AsyncRealESRGAN:
         session = self.session()
         request = self.make_request(image, scale=scale, face_enhance=face_enhance)
         headers = self._webhook_headers(webhook_url, webhook_mode)
-        return await session.submit(request, headers)
+        if idempotency_key is None and self._keys is None:
+            return await session.submit(request, headers)
+        keys = self._keyed(idempotency_key)
+        await keys.take_submit_token()
+        if idempotency_key is None:
+            return await session.submit(request, headers)
+        return (await keys.submit(session, idempotency_key, request, headers)).job
+
+    def _keyed(self, key: str | None) -> Keys:
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
+            raise InvalidRequestError(
+                f"idempotency_key must be a non-empty str of at most 512 characters, got {key!r}"[
+                    :200
+                ]
+            )
+        if self._keys is None:
+            raise InvalidRequestError(
+                "idempotency_key needs a store: AsyncRealESRGAN(store=SQLiteStore(path)) on one "
+                "machine, or store=RedisStore(url) for a fleet"
+            )
+        return self._keys
 
     def _webhook_headers(self, url: str | None, mode: str | None) -> dict[str, str]:
         if mode is not None:
@@ -428,6 +478,8 @@ class AsyncRealESRGAN:
             await done.wait()
         finally:
             session.unwatch(token)
+        if self._keys is not None and isinstance(outcome[0], JobState):
+            await self._keys.finished(outcome[0])
         return unwrap(outcome[0])
 
     async def upscale(
@@ -437,14 +489,30 @@ class AsyncRealESRGAN:
         scale: int | None = None,
         face_enhance: bool | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> JobState:
         """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
+
+        With an `idempotency_key` whose job already finished, its recorded
+        result is returned (or its error raised) without any request.
 
         Raises:
             JobsUnfinishedError: The client was closed after the job was paid
                 for; its id is on the error.
         """
-        job = await self.submit(image, scale=scale, face_enhance=face_enhance)
+        if idempotency_key is not None:
+            session = self.session()
+            request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+            keys = self._keyed(idempotency_key)
+            await keys.take_submit_token()
+            found = await keys.submit(
+                session, idempotency_key, request, self._webhook_headers(None, None)
+            )
+            if found.result is not None:
+                return unwrap(found.result)
+            job = found.job
+        else:
+            job = await self.submit(image, scale=scale, face_enhance=face_enhance)
         if self._state is not _State.OPEN:  # closed while the POST was on the wire
             raise JobsUnfinishedError((job.request_id,), _CLOSED_REASON)
         return await self.wait(job, timeout=timeout)

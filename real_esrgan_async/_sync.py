@@ -58,6 +58,7 @@ from ._models import Job, JobState, Outcome, UpscaleRequest
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
+from ._store import Store
 
 T = TypeVar("T")
 Backend = Literal["asyncio", "trio"]
@@ -116,6 +117,7 @@ class RealESRGAN:
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished. It runs on the client's own thread:
             keep it quick, and call no blocking method of this client in it.
+        store: Where `idempotency_key`s are recorded (see `AsyncRealESRGAN`).
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -144,6 +146,7 @@ class RealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        store: Store | None = None,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -171,6 +174,7 @@ class RealESRGAN:
             allow_insecure_webhooks=allow_insecure_webhooks,
             max_download_bytes=max_download_bytes,
             on_progress=on_progress,
+            store=store,
         )
         self.base_url = self._async.base_url
         self.backend: Backend = backend
@@ -434,6 +438,7 @@ class RealESRGAN:
         face_enhance: bool | None = None,
         webhook_url: str | None = None,
         webhook_mode: WebhookMode | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
@@ -455,6 +460,7 @@ class RealESRGAN:
                 face_enhance=face_enhance,
                 webhook_url=webhook_url,
                 webhook_mode=webhook_mode,
+                idempotency_key=idempotency_key,
             )
         )
 
@@ -498,8 +504,23 @@ class RealESRGAN:
         scale: int | None = None,
         face_enhance: bool | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> JobState:
         """Submit one job and wait for it: `submit` then `wait`. Same errors as both."""
+        if idempotency_key is not None:
+            client = self._async
+            return self._call(
+                lambda: client.upscale(
+                    image,
+                    scale=scale,
+                    face_enhance=face_enhance,
+                    timeout=timeout,
+                    idempotency_key=idempotency_key,
+                ),
+                on_close=lambda: JobsUnfinishedError(
+                    (), "the client was closed during a keyed upscale"
+                ),
+            )
         job = self.submit(image, scale=scale, face_enhance=face_enhance)
         try:
             return self.wait(job, timeout=timeout)
