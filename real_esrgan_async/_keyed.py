@@ -35,9 +35,6 @@ from ._store import OutputExpiredError, Store, StoreError
 logger = logging.getLogger("real_esrgan_async")
 T = TypeVar("T")
 
-#: How long a claim's lease lasts without renewal; renewed every third of it
-#: while the POST (with its retries and 429 pauses) is under way.
-LEASE = 30.0
 #: How often a caller looks again at a key another process is POSTing (seconds, growing).
 PENDING_POLL = (0.02, 0.05, 0.1, 0.2, 0.5)
 
@@ -64,11 +61,10 @@ class Keyed:
 class Keys:
     """Keyed submits over one open `Store`; see the module docstring."""
 
-    def __init__(
-        self, store: Store, *, lease: float = LEASE, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.lease = lease
+        # Renewed every third of it while the POST (with its retries and 429 pauses) runs.
+        self.lease = store.lease
         self.clock = clock
         self.owner = secrets.token_hex(12)
         self._keys_of: dict[str, str] = {}  # request_id -> its idempotency key

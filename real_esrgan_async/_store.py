@@ -21,11 +21,14 @@ import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ._exceptions import RealESRGANError
+from ._exceptions import InvalidRequestError, RealESRGANError
+from ._options import number
 
 #: The marker every store keeps, so that a store written by another version of
 #: this library, or for another gateway, is refused rather than misread.
 STORE_FORMAT = "real-esrgan-async/keys/1"
+#: How long a claim outlives its process by default (seconds); renewed every third of it.
+DEFAULT_LEASE = 30.0
 
 
 class StoreError(RealESRGANError):
@@ -64,7 +67,13 @@ class OutputExpiredError(StoreError):
 
 @runtime_checkable
 class Store(Protocol):
-    """An idempotency store: keys to records, with leases. Blocking methods, thread-safe."""
+    """An idempotency store: keys to records, with leases. Blocking methods, thread-safe.
+
+    Attributes:
+        lease: Seconds a claim outlives its process without renewal.
+    """
+
+    lease: float
 
     def open(self, gateway: str) -> None:
         """Connect, and check (or write) the format marker for `gateway`.
@@ -135,12 +144,16 @@ class SQLiteStore:
 
     Args:
         path: The database file (created if missing).
+        lease: Seconds a claim outlives its process: a key whose claimant died
+            mid-POST turns AMBIGUOUS this long after its last renewal.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, lease: float = DEFAULT_LEASE) -> None:
         if not isinstance(path, str | os.PathLike):
-            raise TypeError(f"SQLiteStore.path must be a str or a path, got {path!r}")
+            raise InvalidRequestError(f"SQLiteStore.path must be a str or a path, got {path!r}")
+        number("SQLiteStore", "lease", lease, ">= 0.1", lambda v: v >= 0.1)
         self.path = Path(path)
+        self.lease = lease
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 

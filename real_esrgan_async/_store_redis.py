@@ -28,7 +28,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._options import number
-from ._store import StoreUnavailableError, check_marker, marker_for
+from ._exceptions import InvalidRequestError
+from ._store import DEFAULT_LEASE, StoreUnavailableError, check_marker, marker_for
 
 try:
     import redis
@@ -120,6 +121,8 @@ class RedisStore:
         submit_burst: Submits allowed at once after a quiet spell (default:
             one second's worth, at least 1).
         socket_timeout: Seconds to wait for the server before a call fails.
+        lease: Seconds a claim outlives its process: a key whose claimant died
+            mid-POST turns AMBIGUOUS this long after its last renewal.
     """
 
     def __init__(
@@ -130,21 +133,24 @@ class RedisStore:
         submit_rate: float | None = None,
         submit_burst: float | None = None,
         socket_timeout: float = 5.0,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
         owner = "RedisStore"
         if redis is None:  # pragma: no cover - exercised only without the extra
             raise ImportError("RedisStore needs redis-py: pip install 'real-esrgan-async[fleet]'")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(
+            raise InvalidRequestError(
                 f"{owner}.url must be a redis://, rediss:// or unix:// URL, got {url!r}"[:200]
             )
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
-            raise ValueError(
+            raise InvalidRequestError(
                 f"{owner}.prefix must be a non-empty str without spaces, got {prefix!r}"
             )
         number(owner, "submit_rate", submit_rate, "> 0", lambda v: v > 0, optional=True)
         number(owner, "submit_burst", submit_burst, ">= 1", lambda v: v >= 1, optional=True)
         number(owner, "socket_timeout", socket_timeout, "> 0", lambda v: v > 0)
+        number(owner, "lease", lease, ">= 0.1", lambda v: v >= 0.1)
+        self.lease = lease
         self.url = url
         self.prefix = prefix
         self.submit_rate = submit_rate
