@@ -27,8 +27,8 @@ import json
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ._options import number
 from ._exceptions import InvalidRequestError
+from ._options import number
 from ._store import DEFAULT_LEASE, StoreUnavailableError, check_marker, marker_for
 
 try:

@@ -38,9 +38,7 @@ def items_per_worker(base: str) -> list[list[tuple[str, str]]]:
 
 
 def start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(  # noqa: S603 (this interpreter, a test script)
-        [sys.executable, str(WORKER), *args], stderr=subprocess.PIPE
-    )
+    return subprocess.Popen([sys.executable, str(WORKER), *args], stderr=subprocess.PIPE)
 
 
 def lines(path: Path) -> list[dict[str, str | None]]:

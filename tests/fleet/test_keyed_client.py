@@ -98,7 +98,11 @@ async def test_submit_under_a_submitted_key_returns_the_same_job(
         job = await one.submit(sample, idempotency_key="item-3")
         again = await two.submit(sample, idempotency_key="item-3")
         state = await two.wait(again)
-    assert (1, job.request_id, job.request_id) == (paid(emulator), again.request_id, state.request_id)
+    assert (1, job.request_id, job.request_id) == (
+        paid(emulator),
+        again.request_id,
+        state.request_id,
+    )
 
 
 async def test_a_key_whose_owner_died_mid_post_is_ambiguous_never_resubmitted(

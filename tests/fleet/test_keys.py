@@ -67,7 +67,9 @@ def test_a_failed_key_never_expires() -> None:
 def test_a_key_reused_for_another_request_is_refused_naming_both() -> None:
     other = Req("https://example.com/a.jpg", scale=4)
     with pytest.raises(IdempotencyKeyMismatchError) as caught:
-        decide(record(JournalState.SUBMITTED), claimed=False, request=other, lease_alive=False, now=0)
+        decide(
+            record(JournalState.SUBMITTED), claimed=False, request=other, lease_alive=False, now=0
+        )
     assert ("k", True, True) == (
         caught.value.key,
         "scale 2" in str(caught.value),
