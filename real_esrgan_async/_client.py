@@ -388,13 +388,13 @@ class AsyncRealESRGAN:
         session = self.session()
         request = self.make_request(image, scale=scale, face_enhance=face_enhance)
         headers = self._webhook_headers(webhook_url, webhook_mode)
-        if idempotency_key is None and self._keys is None:
-            return await session.submit(request, headers)
-        keys = self._keyed(idempotency_key)
-        await keys.take_submit_token()
         if idempotency_key is None:
+            if self._keys is not None:
+                await self._keys.take_submit_token()  # the fleet's budget and 429 pause
             return await session.submit(request, headers)
-        return (await keys.submit(session, idempotency_key, request, headers)).job
+        return (
+            await self._keyed(idempotency_key).submit(session, idempotency_key, request, headers)
+        ).job
 
     def _keyed(self, key: str | None) -> Keys:
         if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
@@ -504,7 +504,6 @@ class AsyncRealESRGAN:
             session = self.session()
             request = self.make_request(image, scale=scale, face_enhance=face_enhance)
             keys = self._keyed(idempotency_key)
-            await keys.take_submit_token()
             found = await keys.submit(
                 session, idempotency_key, request, self._webhook_headers(None, None)
             )

@@ -151,6 +151,7 @@ class Keys:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._renew, key)
                 try:
+                    await self.take_submit_token()  # only a POST spends the fleet's budget
                     job = await session.submit(pending.request, headers, on_created=created.append)
                 finally:
                     tasks.cancel_scope.cancel()
