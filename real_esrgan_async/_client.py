@@ -231,6 +231,7 @@ class AsyncRealESRGAN:
             await session.start(task_group)
             if self._keys is not None:
                 session.start_soon(self._keys.share_cooldown, session)
+                self._keys.relay_callbacks(session)
         except BaseException as exc:
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             if self._keys is not None:

@@ -14,6 +14,8 @@ everyone else once its lease lapses).
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
 import secrets
 import time
@@ -25,7 +27,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from ._exceptions import AmbiguousSubmitError
+from ._exceptions import AmbiguousSubmitError, RealESRGANError
 from ._journal import JournalState
 from ._keys import KeyRecord, Step, decide
 from ._models import Job, JobState, Status, UpscaleRequest
@@ -49,6 +51,22 @@ class FleetLimits(Protocol):
     def pause_fleet(self, retry_after: float) -> float:
         """Pause every worker's submits for `retry_after` seconds."""
 
+    def publish_callback(self, text: str) -> None:
+        """Relay a callback to every worker."""
+
+    def subscribe_callbacks(self) -> Subscription:
+        """Receive the callbacks relayed by every worker."""
+
+
+class Subscription(Protocol):
+    """Relayed callbacks, one at a time."""
+
+    def get(self, timeout: float) -> str | None:
+        """The next one, or None after `timeout` seconds."""
+
+    def close(self) -> None:
+        """Stop receiving."""
+
 
 @attrs.frozen
 class Keyed:
@@ -70,6 +88,10 @@ class Keys:
         self._keys_of: dict[str, str] = {}  # request_id -> its idempotency key
         self._limits = store if isinstance(store, FleetLimits) else None
         self._paused_until = float("-inf")
+        self._relaying = False  # a relayed callback is being handed to the session
+        self.relayed: collections.Counter[str] = collections.Counter()
+        self._outbox: list[str] = []
+        self._outbox_ready = anyio.Event()
 
     async def open(self, gateway: str) -> None:
         """Open the store for `gateway` (its errors name the store)."""
@@ -244,3 +266,71 @@ class Keys:
                         await self._call(self._limits.pause_fleet, remaining)
                     except StoreError as exc:
                         logger.warning("could not share a 429 pause with the fleet: %s", exc)
+
+    # Webhook fan-in ---------------------------------------------------------------
+
+    def relay_callbacks(self, session: Session) -> None:
+        """Relay callbacks about jobs not known here to the worker that waits on them.
+
+        Any worker's receiver may get the callback of a job another worker
+        waits on; it publishes it, and the waiting worker hands it to its own
+        session (which confirms it with one status call, as usual).
+        """
+        if self._limits is None:
+            return
+        session.forward_callback = self._forward
+        session.start_soon(self._publish)
+        session.start_soon(self._subscribe, session)
+
+    def _forward(self, state: JobState) -> None:
+        if self._relaying:
+            return  # relayed here already: never sent round again
+        self._outbox.append(json.dumps(state.to_json(), separators=(",", ":")))
+        self._outbox_ready.set()
+
+    async def _publish(self) -> None:
+        assert self._limits is not None
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready = anyio.Event()
+            batch, self._outbox = self._outbox, []
+            for text in batch:
+                try:
+                    await self._call(self._limits.publish_callback, text)
+                    self.relayed["published"] += 1
+                except StoreError as exc:
+                    logger.warning("could not relay a callback to the fleet: %s", exc)
+
+    async def _subscribe(self, session: Session) -> None:
+        assert self._limits is not None
+        try:
+            subscription = await self._call(self._limits.subscribe_callbacks)
+        except StoreError as exc:
+            logger.error("callbacks of other workers will not reach this one: %s", exc)
+            return
+        try:
+            while True:
+                try:
+                    # Short, so that closing the client waits for no more than this.
+                    text = await self._call(subscription.get, 0.1)
+                except StoreError as exc:
+                    logger.warning("relayed callbacks: %s", exc)
+                    await anyio.sleep(1.0)
+                    continue
+                if text is None:
+                    continue
+                try:
+                    state = JobState.from_json(json.loads(text))
+                except (ValueError, RealESRGANError):
+                    continue
+                if not session.is_ours(state.request_id):
+                    continue
+                self.relayed["received"] += 1
+                self._relaying = True
+                try:
+                    session.accept_callback(state, self.relayed)
+                finally:
+                    self._relaying = False
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._call(subscription.close)

@@ -19,6 +19,7 @@ Keys, under ``prefix``::
     <prefix>:lease:<key>     its owner's lease (TTL)
     <prefix>:bucket          the submit token bucket (tokens, at)
     <prefix>:cooldown        until when every worker pauses after a 429 (server time)
+    <prefix>:callbacks       the channel on which webhook callbacks are relayed (pub/sub)
 """
 
 from __future__ import annotations
@@ -266,3 +267,54 @@ class RedisStore:
     def pause_fleet(self, retry_after: float) -> float:
         """Pause every worker's submits for `retry_after` s (it only extends); return the pause."""
         return float(self._run("pause", [self._key("cooldown")], [retry_after]))
+
+    # Webhook fan-in -------------------------------------------------------------------
+
+    def publish_callback(self, text: str) -> None:
+        """Relay a callback (a status JSON) to every worker."""
+        if self._client is None:
+            raise RuntimeError("this RedisStore is not open")
+        try:
+            self._client.publish(self._key("callbacks"), text)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(
+                f"the store at {redact(self.url)} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def subscribe_callbacks(self) -> CallbackSubscription:
+        """Start receiving the callbacks relayed by every worker."""
+        if self._client is None:
+            raise RuntimeError("this RedisStore is not open")
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self._key("callbacks"))
+        except redis.RedisError as exc:
+            pubsub.close()
+            raise StoreUnavailableError(
+                f"the store at {redact(self.url)} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        return CallbackSubscription(pubsub, redact(self.url))
+
+
+class CallbackSubscription:
+    """Callbacks relayed through one store; `get` blocks at most `timeout` seconds."""
+
+    def __init__(self, pubsub: Any, where: str) -> None:
+        self._pubsub = pubsub
+        self._where = where
+
+    def get(self, timeout: float) -> str | None:
+        """The next relayed callback, or None if none came within `timeout`."""
+        try:
+            message = self._pubsub.get_message(timeout=timeout)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(
+                f"the store at {self._where} failed: {type(exc).__name__}: {exc}"
+            ) from None
+        if message is None or message.get("type") != "message":
+            return None
+        return str(message["data"])
+
+    def close(self) -> None:
+        """Unsubscribe and release the connection."""
+        self._pubsub.close()
