@@ -146,3 +146,26 @@ async def test_an_unreachable_redis_fails_the_open_naming_its_url(
     with pytest.raises(StoreUnavailableError, match=url):
         async with client:
             pass  # pragma: no cover - never reached
+
+
+async def test_redis_lost_mid_run_stops_submits_but_keeps_paid_jobs(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """The server dies mid-run: a job already paid is still waited on to the end, and every
+    later submit, keyed or not, stops with StoreError before anything is sent."""
+    from conftest import start_server
+
+    server = start_server(tmp_path)
+    sample = emulator.sample_urls()[0]
+    try:
+        async with client_for(emulator, RedisStore(server.url, socket_timeout=1.0)) as client:
+            job = await client.submit(sample, idempotency_key="before")
+            server.stop()
+            state = await client.wait(job)
+            with pytest.raises(StoreUnavailableError, match=server.url):
+                await client.submit(sample, idempotency_key="after")
+            with pytest.raises(StoreUnavailableError, match=server.url):
+                await client.submit(sample)
+    finally:
+        server.stop()
+    assert (job.request_id, 1) == (state.request_id, paid(emulator))
