@@ -201,6 +201,8 @@ class AsyncRealESRGAN:
             raise RuntimeError(
                 f"this AsyncRealESRGAN is {self._state.value}; a client can be opened only once"
             )
+        if self._keys is not None:
+            await self._keys.open(str(self.base_url))  # refused before anything is started
         if self._http is None:
             self._http = httpx.AsyncClient(
                 timeout=self._timeout,
@@ -223,8 +225,6 @@ class AsyncRealESRGAN:
             ledger=self._ledger,
             webhooks=self._webhooks,
         )
-        if self._keys is not None:
-            await self._keys.open(str(self.base_url))  # refused before anything is started
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         try:
@@ -382,7 +382,6 @@ class AsyncRealESRGAN:
                 sent but whether it created a job is unknown (never resubmitted).
             OutputExpiredError: The key's job finished long ago; its output expired.
             StoreError: The store failed; nothing was sent.
-            AmbiguousSubmitError: Sent, but whether a job exists is unknown.
             APIStatusError: The gateway refused (400/401/402/403/429/5xx before sending).
             APIConnectionError: The gateway could not be reached; nothing was paid.
         """
@@ -399,10 +398,9 @@ class AsyncRealESRGAN:
 
     def _keyed(self, key: str | None) -> Keys:
         if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
+            shown = repr(key)[:80]
             raise InvalidRequestError(
-                f"idempotency_key must be a non-empty str of at most 512 characters, got {key!r}"[
-                    :200
-                ]
+                f"idempotency_key must be a non-empty str of at most 512 characters, got {shown}"
             )
         if self._keys is None:
             raise InvalidRequestError(

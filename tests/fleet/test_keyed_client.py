@@ -169,3 +169,21 @@ async def test_redis_lost_mid_run_stops_submits_but_keeps_paid_jobs(
     finally:
         server.stop()
     assert (job.request_id, 1) == (state.request_id, paid(emulator))
+
+
+@pytest.mark.parametrize("key", ["", "k" * 513, 7])
+async def test_a_malformed_key_is_refused_before_sending(
+    emulator: RunningEmulator, tmp_path: Path, key: object
+) -> None:
+    sample = emulator.sample_urls()[0]
+    async with client_for(emulator, SQLiteStore(tmp_path / "keys.db")) as client:
+        with pytest.raises(InvalidRequestError, match="non-empty str of at most 512"):
+            await client.submit(sample, idempotency_key=key)  # type: ignore[arg-type]
+    assert 0 == paid(emulator)
+
+
+def test_a_store_that_is_not_a_store_is_refused_in_the_constructor() -> None:
+    with pytest.raises(
+        InvalidRequestError, match=r"AsyncRealESRGAN\.store must be None or a Store"
+    ):
+        AsyncRealESRGAN("key", store="redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
