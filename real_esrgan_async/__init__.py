@@ -40,12 +40,22 @@ from ._fanout import UpscaleRun
 from ._hosts import ImageHost, ImageHostError, S3ImageHost
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
+from ._keys import IdempotencyKeyMismatchError
 from ._local_images import LocalImage, PublishedImage
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._resubmit import ResubmitPolicy
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
+from ._store import (
+    OutputExpiredError,
+    SQLiteStore,
+    Store,
+    StoreError,
+    StoreMismatchError,
+    StoreUnavailableError,
+)
+from ._store_redis import RedisStore
 from ._sync import RealESRGAN, SyncUpscaleRun
 from ._version import __version__
 from ._webhooks import WebhookReceiver, parse_webhook
@@ -61,6 +71,7 @@ __all__ = [
     "BadRequestError",
     "DownloadError",
     "EventKind",
+    "IdempotencyKeyMismatchError",
     "ImageHost",
     "ImageHostError",
     "InsufficientBalanceError",
@@ -82,20 +93,27 @@ __all__ = [
     "LocalImage",
     "NotFoundError",
     "Outcome",
+    "OutputExpiredError",
     "PermissionDeniedError",
     "PollPolicy",
     "PublishedImage",
     "RateLimitError",
     "RealESRGAN",
     "RealESRGANError",
+    "RedisStore",
     "ResponseValidationError",
     "ResubmitPolicy",
     "RetryPolicy",
     "S3ImageHost",
     "SQLiteJournal",
+    "SQLiteStore",
     "ServerError",
     "Stats",
     "Status",
+    "Store",
+    "StoreError",
+    "StoreMismatchError",
+    "StoreUnavailableError",
     "SyncUpscaleRun",
     "UpscaleRequest",
     "UpscaleRun",

@@ -33,6 +33,7 @@ from ._fanout import UpscaleRun
 from ._gateway import ApiKey, Gateway
 from ._hosts import DEFAULT_VALID_FOR, ImageHost, check_fetchable, inspect_local
 from ._journal import Journal
+from ._keyed import Keys
 from ._ledger import Ledger
 from ._local_images import PublishedImage, describe
 from ._models import Job, JobState, Outcome, Resolution, Status, UpscaleRequest, unwrap
@@ -41,6 +42,7 @@ from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._session import Session, WebhookSettings
 from ._stats import Stats
+from ._store import Store
 from ._urls import check_base_url, is_private_host, same_origin
 from ._webhook_urls import check_secret, check_webhook_url, new_token, url_with_token
 
@@ -125,6 +127,11 @@ class AsyncRealESRGAN:
         image_host: Where local files and bytes are published so the gateway
             can fetch them (e.g. an `S3ImageHost`); without one, `submit` and
             `upscale` take URLs only.
+        store: Where `idempotency_key`s are recorded, shared by every process
+            that uses the same store: a `SQLiteStore` (one machine) or a
+            `RedisStore` (a fleet; it may also hold a fleet-wide submit budget
+            and shares each 429's pause with every worker). Opened with the
+            client and closed with it.
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -153,21 +160,14 @@ class AsyncRealESRGAN:
         on_event: Callable[[JobEvent], None] | None = None,
         resubmit: ResubmitPolicy | bool = True,
         image_host: ImageHost | None = None,
+        store: Store | None = None,
     ) -> None:
         owner = "AsyncRealESRGAN"
         # The key leaves this frame's locals before anything can raise: a traceback
         # formatted with its locals (error trackers do) must not show it.
-        raw: object = api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")
+        pending = [api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")]
         del api_key
-        if not isinstance(raw, str):
-            raise InvalidRequestError(f"{owner}.api_key must be a str, got {type(raw).__name__}")
-        key = ApiKey.unchecked(raw)
-        del raw
-        if not key.value:
-            raise InvalidRequestError(
-                f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
-            )
-        key.check()
+        key = _api_key(pending.pop())  # (held only on the call's stack meanwhile)
         _options.flags(
             owner,
             allow_insecure_http=allow_insecure_http,
@@ -196,6 +196,7 @@ class AsyncRealESRGAN:
         self.resubmit_policy = as_policy(owner, resubmit)
         _options.instance(owner, "image_host", image_host, ImageHost, optional=True)
         self.image_host = image_host
+        _options.instance(owner, "store", store, Store, optional=True)
 
         self.base_url = httpx.URL(base_url)
         if allow_private_image_hosts is None:
@@ -228,6 +229,7 @@ class AsyncRealESRGAN:
         self._state = _State.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
         self._session: Session | None = None
+        self._keys = None if store is None else Keys(store)
 
     def __repr__(self) -> str:
         # Tolerates a half-built client: a traceback formatted with locals reprs `self`.
@@ -242,6 +244,8 @@ class AsyncRealESRGAN:
             raise RuntimeError(
                 f"this AsyncRealESRGAN is {self._state.value}; a client can be opened only once"
             )
+        if self._keys is not None:
+            await self._keys.open(str(self.base_url))  # refused before anything is started
         if self._http is None:
             self._http = httpx.AsyncClient(
                 timeout=self._timeout,
@@ -268,8 +272,13 @@ class AsyncRealESRGAN:
         await task_group.__aenter__()
         try:
             await session.start(task_group)
+            if self._keys is not None:
+                session.start_soon(self._keys.share_cooldown, session)
+                self._keys.relay_callbacks(session)
         except BaseException as exc:
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            if self._keys is not None:
+                await self._keys.close()
             raise
         self._task_group = task_group
         self._session = session
@@ -309,7 +318,11 @@ class AsyncRealESRGAN:
                 with anyio.CancelScope(shield=True):
                     await self._session.wait_closed()
         finally:
-            await self._close_http()
+            try:
+                await self._close_http()
+            finally:
+                if self._keys is not None:
+                    await self._keys.close()
 
     async def _close_http(self) -> None:
         if self._own_http and self._http is not None and not self._http_closed:
@@ -390,6 +403,7 @@ class AsyncRealESRGAN:
         face_enhance: bool | None = None,
         webhook_url: str | None = None,
         webhook_mode: WebhookMode | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
@@ -403,6 +417,10 @@ class AsyncRealESRGAN:
             webhook_url: Ask the gateway to POST the result there (https only);
                 defaults to the client's `webhook_url`.
             webhook_mode: ``"terminal"`` (one callback) or ``"sync"`` (every cycle).
+            idempotency_key: Pay for at most one job under this key across
+                every process sharing the client's `store`, and across restarts:
+                if the key already names a job, nothing is sent and that job
+                is returned (`wait` on it).
 
         Returns:
             The queued `Job`; its `request_id` is also kept in
@@ -414,6 +432,12 @@ class AsyncRealESRGAN:
             ImageHostError: The local input could not be published, or its URL
                 not fetched; nothing was paid.
             AmbiguousSubmitError: Sent, but whether a job exists is unknown.
+            InvalidRequestError: Bad input (or a key without a store); nothing was sent.
+            IdempotencyKeyMismatchError: The key was used with another request.
+            AmbiguousSubmitError: This submit, or the key's earlier one, was
+                sent but whether it created a job is unknown (never resubmitted).
+            OutputExpiredError: The key's job finished long ago; its output expired.
+            StoreError: The store failed; nothing was sent.
             APIStatusError: The gateway refused (400/401/402/403/429/5xx before sending).
             APIConnectionError: The gateway could not be reached; nothing was paid.
         """
@@ -423,6 +447,7 @@ class AsyncRealESRGAN:
             face_enhance=face_enhance,
             webhook_url=webhook_url,
             webhook_mode=webhook_mode,
+            idempotency_key=idempotency_key,
         )
 
     async def _submit(
@@ -434,13 +459,26 @@ class AsyncRealESRGAN:
         webhook_url: str | None,
         webhook_mode: WebhookMode | None,
         on_created: Callable[[Job], None] | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """`submit`, with a hook run (before any checkpoint) on the new job."""
         session = self.session()
         if not isinstance(image, os.PathLike | bytes):
             request = self.make_request(image, scale=scale, face_enhance=face_enhance)
             headers = self._webhook_headers(webhook_url, webhook_mode)
+            if idempotency_key is not None:
+                keyed = self._keyed(idempotency_key)
+                return (await keyed.submit(session, idempotency_key, request, headers)).job
+            if self._keys is not None:
+                await self._keys.take_submit_token()  # the fleet's budget and 429 pause
             return await session.submit(request, headers, on_created=on_created)
+        if idempotency_key is not None:
+            raise InvalidRequestError(
+                "idempotency_key applies to URL inputs: a local file is published under a new "
+                "signed URL each time, so its key could never match; pass the file's URL instead"
+            )
+        if self._keys is not None:
+            await self._keys.take_submit_token()
         headers = self._webhook_headers(webhook_url, webhook_mode)
         published = await self._publish(image)
         try:
@@ -525,6 +563,19 @@ class AsyncRealESRGAN:
             on_created=booked,
         )
 
+    def _keyed(self, key: str | None) -> Keys:
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
+            shown = repr(key)[:80]
+            raise InvalidRequestError(
+                f"idempotency_key must be a non-empty str of at most 512 characters, got {shown}"
+            )
+        if self._keys is None:
+            raise InvalidRequestError(
+                "idempotency_key needs a store: AsyncRealESRGAN(store=SQLiteStore(path)) on one "
+                "machine, or store=RedisStore(url) for a fleet"
+            )
+        return self._keys
+
     def _webhook_headers(self, url: str | None, mode: str | None) -> dict[str, str]:
         if mode is not None:
             _options.choice("submit", "webhook_mode", mode, WEBHOOK_MODES)
@@ -593,6 +644,8 @@ class AsyncRealESRGAN:
             await done.wait()
         finally:
             session.unwatch(token)
+        if self._keys is not None and isinstance(outcome[0], JobState):
+            await self._keys.finished(outcome[0])
         return unwrap(outcome[0])
 
     async def upscale(
@@ -602,17 +655,34 @@ class AsyncRealESRGAN:
         scale: int | None = None,
         face_enhance: bool | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> JobState:
         """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
 
         A job that ends ERROR (not charged) is resubmitted as the client's
         `ResubmitPolicy` says (`timeout` applies to each attempt); the error is
         raised once the policy gives up.
+        With an `idempotency_key` whose job already finished, its recorded
+        result is returned (or its error raised) without any request.
 
         Raises:
             JobsUnfinishedError: The client was closed after the job was paid
                 for; its id is on the error.
         """
+        if idempotency_key is not None:
+            # The key's record is the job: an ERROR under a key is reported, not
+            # resubmitted under the same key (resubmit it with a new key).
+            session = self.session()
+            request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+            keys = self._keyed(idempotency_key)
+            found = await keys.submit(
+                session, idempotency_key, request, self._webhook_headers(None, None)
+            )
+            if found.result is not None:
+                return unwrap(found.result)
+            if self._state is not _State.OPEN:  # closed while the POST was on the wire
+                raise JobsUnfinishedError((found.job.request_id,), _CLOSED_REASON)
+            return await self.wait(found.job, timeout=timeout)
         job = await self.submit(image, scale=scale, face_enhance=face_enhance)
         resubmits = 0
         while True:
@@ -768,6 +838,22 @@ class AsyncRealESRGAN:
     def stats(self) -> Stats:
         """A snapshot of this client's counters."""
         return self._ledger.stats()
+
+
+def _api_key(raw: object) -> ApiKey:
+    """The key, checked and held where no repr shows it."""
+    if not isinstance(raw, str):
+        raise InvalidRequestError(
+            f"AsyncRealESRGAN.api_key must be a str, got {type(raw).__name__}"
+        )
+    key = ApiKey.unchecked(raw)
+    del raw
+    if not key.value:
+        raise InvalidRequestError(
+            f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+        )
+    key.check()
+    return key
 
 
 def _request_id(job: Job | str) -> str:

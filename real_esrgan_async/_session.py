@@ -110,6 +110,9 @@ class Session:
         self._posts_on_the_wire = 0
         self._no_post_on_the_wire = anyio.Event()
         self._no_post_on_the_wire.set()
+        #: Called with each callback about a job not known here: a fleet relays it to
+        #: the worker that waits on it (`_keyed.Keys.relay_callbacks`).
+        self.forward_callback: Callable[[JobState], None] | None = None
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start the session's work (the poller, later confirmations and feeders).
@@ -261,6 +264,8 @@ class Session:
             # Another process's job, a finished one, a forgery, or one whose submit has
             # not returned yet: no call is spent on it.
             counts["ignored"] += 1
+            if self.forward_callback is not None:
+                self.forward_callback(state)
             if state.status.is_terminal and request_id not in self._recent:
                 self._early[request_id] = (state, counts)
                 while len(self._early) > EARLY_CALLBACKS:

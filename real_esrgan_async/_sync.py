@@ -62,6 +62,7 @@ from ._resubmit import ResubmitPolicy, resubmit_delay
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
+from ._store import Store
 
 T = TypeVar("T")
 Backend = Literal["asyncio", "trio"]
@@ -126,6 +127,7 @@ class RealESRGAN:
         resubmit: Jobs that end ERROR (not charged) are resubmitted: True
             (the default `ResubmitPolicy`), False, or a `ResubmitPolicy`.
         image_host: Where local files and bytes are published (see `AsyncRealESRGAN`).
+        store: Where `idempotency_key`s are recorded (see `AsyncRealESRGAN`).
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -158,6 +160,7 @@ class RealESRGAN:
         on_event: Callable[[JobEvent], None] | None = None,
         resubmit: ResubmitPolicy | bool = True,
         image_host: ImageHost | None = None,
+        store: Store | None = None,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -193,6 +196,7 @@ class RealESRGAN:
             on_event=on_event,
             resubmit=resubmit,
             image_host=image_host,
+            store=store,
         )
         self.base_url = self._async.base_url
         self.resubmit_policy = self._async.resubmit_policy
@@ -459,6 +463,7 @@ class RealESRGAN:
         face_enhance: bool | None = None,
         webhook_url: str | None = None,
         webhook_mode: WebhookMode | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
@@ -480,6 +485,7 @@ class RealESRGAN:
                 face_enhance=face_enhance,
                 webhook_url=webhook_url,
                 webhook_mode=webhook_mode,
+                idempotency_key=idempotency_key,
             )
         )
 
@@ -550,12 +556,28 @@ class RealESRGAN:
         scale: int | None = None,
         face_enhance: bool | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> JobState:
         """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
 
         A job that ends ERROR (not charged) is resubmitted as the client's
-        `ResubmitPolicy` says, as `AsyncRealESRGAN.upscale` does.
+        `ResubmitPolicy` says, as `AsyncRealESRGAN.upscale` does (not under an
+        `idempotency_key`, whose record is the job).
         """
+        if idempotency_key is not None:
+            client = self._async
+            return self._call(
+                lambda: client.upscale(
+                    image,
+                    scale=scale,
+                    face_enhance=face_enhance,
+                    timeout=timeout,
+                    idempotency_key=idempotency_key,
+                ),
+                on_close=lambda: JobsUnfinishedError(
+                    (), "the client was closed during a keyed upscale"
+                ),
+            )
         job = self.submit(image, scale=scale, face_enhance=face_enhance)
         resubmits = 0
         while True:

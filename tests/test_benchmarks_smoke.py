@@ -22,6 +22,7 @@ TITLES = {
     "throughput": "### 2. Throughput ceiling (instant jobs)",
     "memory": "### 3. Memory and CPU at scale",
     "ratelimit": "### 4. Rate-limited run",
+    "fleet": "### Fleet: four workers on one store vs four independent clients",
 }
 
 
@@ -126,3 +127,10 @@ def test_ratelimit_quick_is_throttled_and_loses_nothing(tmp_path: Path) -> None:
         assert 0 == variant["lost"], name
         assert 0 == variant["paid_twice"], name
         assert variant["rate_limited_server"] > 0, name
+
+
+@pytest.mark.timeout(180)
+def test_fleet_quick_pays_once_per_key_and_shares_the_rate_limit(tmp_path: Path) -> None:
+    """On one store, four workers pay exactly once per distinct key and meet fewer 429s."""
+    output, _ = run_quick("fleet", tmp_path)
+    assert "[met] paid jobs == distinct keys on one store" in output

@@ -28,6 +28,7 @@ PURE = {
     "_resubmit",
     "_exceptions",
     "_journal",
+    "_keys",
     "_ledger",
     "_local_images",
     "_models",

@@ -36,3 +36,15 @@ def test_a_constructor_error_formatted_with_locals_never_shows_the_key(
     )
     assert "InvalidRequestError" in formatted  # the chain was really formatted
     assert KEY not in formatted
+
+
+@pytest.mark.parametrize("cls", [AsyncRealESRGAN, RealESRGAN])
+def test_a_malformed_key_is_refused_without_showing_it_anywhere(
+    cls: type[AsyncRealESRGAN] | type[RealESRGAN],
+) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        cls(KEY + "\n")  # (built inline: a local of this test's frame would show it)
+    formatted = "".join(
+        traceback.TracebackException.from_exception(info.value, capture_locals=True).format()
+    )
+    assert KEY not in formatted

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 
 from real_esrgan_async import (
+    AmbiguousSubmitError,
     AsyncRealESRGAN,
+    IdempotencyKeyMismatchError,
     ImageHost,
     ImageHostError,
     InsufficientBalanceError,
@@ -22,14 +24,21 @@ from real_esrgan_async import (
     Journal,
     LocalImage,
     Outcome,
+    OutputExpiredError,
     PollPolicy,
     PublishedImage,
     RealESRGAN,
+    RedisStore,
     RetryPolicy,
     S3ImageHost,
     SQLiteJournal,
+    SQLiteStore,
     Stats,
     Status,
+    Store,
+    StoreError,
+    StoreMismatchError,
+    StoreUnavailableError,
     SyncUpscaleRun,
     UpscaleRequest,
     UpscaleRun,
@@ -177,3 +186,27 @@ class MyHost:
 def blocking_local(path: Path) -> JobState:
     with RealESRGAN("key", image_host=MyHost()) as client:
         return client.upscale(path)
+
+
+async def fleet_worker(item_id: str, image: str) -> JobState:
+    store: Store = RedisStore(
+        "redis://127.0.0.1:6379/0", prefix="crawler", submit_rate=10.0, submit_burst=20
+    )
+    async with AsyncRealESRGAN(store=store) as client:
+        try:
+            job: Job = await client.submit(image, idempotency_key=f"{item_id}:submit")
+            del job
+            return await client.upscale(image, scale=2, idempotency_key=item_id)
+        except (AmbiguousSubmitError, OutputExpiredError, IdempotencyKeyMismatchError):
+            raise
+        except StoreUnavailableError as exc:
+            raise StoreError(str(exc)) from exc
+
+
+def one_machine(item_id: str) -> JobState:
+    with RealESRGAN(store=SQLiteStore("keys.db", lease=60.0)) as client:
+        return client.upscale("https://example.com/a.jpg", idempotency_key=item_id)
+
+
+def refused(exc: StoreMismatchError) -> str:
+    return str(exc)
