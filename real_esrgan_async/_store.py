@@ -162,21 +162,20 @@ class SQLiteStore:
 
     def open(self, gateway: str) -> None:
         """Open the file and check its marker (see `Store.open`)."""
-        try:
-            db = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
-                "lease_owner TEXT, lease_until REAL)"
-            )
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"cannot open the store {self.path}: {exc}") from exc
+        # Two processes creating one file at once: switching it to WAL takes a lock that
+        # SQLite's busy timeout does not wait for, so the loser tries again a few times.
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                db = _connect(self.path)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise StoreUnavailableError(
+                        f"cannot open the store {self.path}: {exc}"
+                    ) from exc
+                time.sleep(0.05 * (attempt + 1))
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(f"cannot open the store {self.path}: {exc}") from exc
         expected = marker_for(gateway)
         with _transaction(db):
             row = db.execute("SELECT value FROM meta WHERE name = 'marker'").fetchone()
@@ -263,3 +262,24 @@ class _transaction:  # noqa: N801 (used as a statement: `with _transaction(db):`
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+#: How often opening retries a file another process is creating at the same moment.
+_OPEN_ATTEMPTS = 10
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to the store's file in WAL mode, its tables created."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+            "lease_owner TEXT, lease_until REAL)"
+        )
+    except BaseException:
+        db.close()
+        raise
+    return db

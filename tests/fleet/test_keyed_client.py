@@ -139,7 +139,7 @@ async def test_a_key_without_a_store_is_refused_before_sending(emulator: Running
 async def test_an_unreachable_redis_fails_the_open_naming_its_url(
     emulator: RunningEmulator,
 ) -> None:
-    from conftest import free_port
+    from valkey_server import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     client = client_for(emulator, RedisStore(url, socket_timeout=1.0))
@@ -153,7 +153,7 @@ async def test_redis_lost_mid_run_stops_submits_but_keeps_paid_jobs(
 ) -> None:
     """The server dies mid-run: a job already paid is still waited on to the end, and every
     later submit, keyed or not, stops with StoreError before anything is sent."""
-    from conftest import start_server
+    from valkey_server import start_server
 
     server = start_server(tmp_path)
     sample = emulator.sample_urls()[0]

@@ -95,7 +95,7 @@ def test_a_redis_store_of_another_format_is_refused(redis_url: str, prefix: str)
 
 
 def test_an_unreachable_redis_is_named_without_its_password(redis_server: object) -> None:
-    from conftest import free_port
+    from valkey_server import free_port
 
     url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
     with pytest.raises(StoreUnavailableError) as caught:
