@@ -44,7 +44,7 @@ from ._scheduler import PollPolicy
 from ._stats import Stats
 from ._sync import RealESRGAN, SyncUpscaleRun
 from ._version import __version__
-from ._webhooks import WebhookReceiver, parse_webhook
+from ._webhooks import WebhookReceiver, WebhookTokenFilter, parse_webhook
 
 __all__ = [
     "APIConnectionError",
@@ -88,6 +88,7 @@ __all__ = [
     "UpscaleRequest",
     "UpscaleRun",
     "WebhookReceiver",
+    "WebhookTokenFilter",
     "__version__",
     "parse_webhook",
 ]
