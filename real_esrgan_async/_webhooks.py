@@ -85,6 +85,7 @@ Send = Callable[[Message], Awaitable[None]]
 # A JSON string (escapes included), to skip when counting brackets: a bracket in a
 # string does not nest. Unrolled and possessive: linear time, no backtracking.
 _JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
@@ -157,7 +158,8 @@ def _too_deep(raw: bytes) -> bool:
         return False
     brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     for _ in range(MAX_JSON_DEPTH):
-        shorter = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        # All the innermost pairs at once: exactly one level a pass, whatever the kinds.
+        shorter = _INNERMOST_PAIR.sub(b"", brackets)
         if len(shorter) == len(brackets):  # empty, or nothing left to pair
             break
         brackets = shorter
