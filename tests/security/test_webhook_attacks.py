@@ -21,9 +21,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import logging.config
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -31,6 +34,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 import uvicorn
+import uvicorn.config
 from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
@@ -506,3 +510,33 @@ def test_the_filter_redacts_messages_tuples_and_mappings_and_keeps_every_record(
 
     assert [True, True, True] == [log_filter.filter(record) for record in records]
     assert ["got /h/***", "/h/***?q 7", "/***"] == [r.getMessage() for r in records]
+
+
+def test_the_readme_filter_snippet_redacts_and_survives_uvicorns_logging_setup() -> None:
+    """The README adds the filter at import time; uvicorn configures logging afterwards (its
+    `dictConfig` replaces handlers and levels of `uvicorn.access`, not its filters)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Keep the token out of access logs", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    client = AsyncRealESRGAN("key", webhook_url=HOOK)
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {
+        name: (lg.handlers[:], lg.filters[:], lg.level, lg.propagate)
+        for name in names
+        for lg in [logging.getLogger(name)]
+    }
+    try:
+        exec(match.group(1), {"client": client})
+        logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
+        url = client.webhook_callback_url()
+        record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s", (url,), None)
+        assert logging.getLogger("uvicorn.access").filter(record)
+    finally:
+        for name, (handlers, filters, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.filters[:] = handlers, filters
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+    assert f"{HOOK}/***" == record.getMessage()
