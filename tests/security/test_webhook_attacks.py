@@ -43,6 +43,7 @@ from starlette.routing import Mount
 from test_webhooks_e2e import config, scene, serving
 from uvicorn.logging import AccessFormatter
 
+import real_esrgan_async._webhooks
 from real_esrgan_async import (
     AsyncRealESRGAN,
     InvalidRequestError,
@@ -398,6 +399,27 @@ async def test_heartbeats_about_other_jobs_are_never_throttled_nor_remembered(
 
     assert (50, 0) == (receiver.counts["ignored"], receiver.counts["throttled"])
     assert 0 == sum(gateway.status_calls.values())
+
+
+@pytest.mark.anyio
+async def test_the_throttle_remembers_a_bounded_number_of_jobs(
+    attacker: Attacker,
+    receiver: WebhookReceiver,
+    client: AsyncRealESRGAN,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Heartbeats about many jobs of ours cost memory for the most recent ones only: the
+    oldest is forgotten (and its next heartbeat acted on again). The gap is made an hour
+    long, so that no clock decides the outcome."""
+    monkeypatch.setattr(real_esrgan_async._webhooks, "HEARTBEAT_MEMORY", 2)
+    monkeypatch.setattr(real_esrgan_async._webhooks, "HEARTBEAT_MIN_GAP", 3600.0)
+    jobs = [(await client.submit(IMAGE)).request_id for _ in range(3)]
+
+    for request_id in [*jobs, jobs[2], jobs[0]]:
+        assert 200 == (await attacker.post(body(request_id, "PROCESSING"))).status_code
+
+    # jobs[2] again: remembered, throttled; jobs[0] again: forgotten, acted on.
+    assert (5, 1) == (receiver.counts["accepted"], receiver.counts["throttled"])
 
 
 # A flood of forged terminal callbacks ------------------------------------------------------------
