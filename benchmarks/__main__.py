@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import memory, polling, ratelimit, throughput
+from . import fleet, memory, polling, ratelimit, throughput
 from ._common import RESULTS_PATH, Report, append_results, dump_json, machine_details
 
 BENCHMARKS: dict[str, Callable[[bool], Report]] = {
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, Callable[[bool], Report]] = {
     "throughput": throughput.run,
     "memory": memory.run,
     "ratelimit": ratelimit.run,
+    "fleet": fleet.run,
 }
 
 

@@ -316,11 +316,22 @@ def dump_json(path: Path, sections: Sequence[Report], details: Mapping[str, str]
 #: `PollPolicy` knobs that are durations (multiplied by the time scale), rates (divided by it)
 #: and plain numbers (kept). A knob in none of these is reported, never silently left unscaled.
 TIME_KNOBS = frozenset(
-    {"initial_delay", "min_interval", "max_interval", "max_first_check", "safety_net_interval"}
+    {
+        "initial_delay",
+        "min_interval",
+        "max_interval",
+        "max_first_check",
+        "safety_net_interval",
+        "target_delay",
+        "prior_scale",  # multiplies the priors' durations
+    }
 )
 RATE_KNOBS = frozenset({"max_checks_per_second"})
+#: Rates of change of a rate (checks/s per second): divided by the scale squared.
+ACCELERATION_KNOBS = frozenset({"budget_increase"})
 UNITLESS_KNOBS = frozenset(
     {
+        "target_quantile",
         "backoff",
         "jitter",
         "first_check_quantile",
@@ -346,9 +357,11 @@ def scaled_policy(scale: float, **overrides: Any) -> tuple[PollPolicy, list[str]
     for field in attrs.fields(PollPolicy):
         value = getattr(base, field.name)
         if field.name in TIME_KNOBS:
-            changes[field.name] = value * scale
+            changes[field.name] = None if value is None else value * scale
         elif field.name in RATE_KNOBS:
             changes[field.name] = None if value is None else value / scale
+        elif field.name in ACCELERATION_KNOBS:
+            changes[field.name] = None if value is None else value / (scale * scale)
         elif field.name not in UNITLESS_KNOBS:
             unknown.append(field.name)
     changes.update(overrides)

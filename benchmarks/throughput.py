@@ -48,7 +48,9 @@ TITLE = "2. Throughput ceiling (instant jobs)"
 
 #: The scheduler's knobs for instant jobs: check as soon as the poller wakes, no budget. The
 #: default budget (50 checks/s) and 0.25 s floor are limits by design, not overhead.
-INSTANT_POLICY = PollPolicy(initial_delay=0.001, min_interval=0.0, max_checks_per_second=None)
+INSTANT_POLICY = PollPolicy(
+    initial_delay=0.001, min_interval=0.0, max_checks_per_second=None, target_delay=None
+)
 
 
 @attrs.frozen

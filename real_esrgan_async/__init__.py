@@ -9,6 +9,7 @@ with no lost and no doubly-paid jobs::
 """
 
 from ._client import AsyncRealESRGAN
+from ._events import EventKind, JobEvent
 from ._exceptions import (
     AmbiguousSubmitError,
     APIConnectionError,
@@ -36,12 +37,25 @@ from ._exceptions import (
     ServerError,
 )
 from ._fanout import UpscaleRun
+from ._hosts import ImageHost, ImageHostError, S3ImageHost
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
+from ._keys import IdempotencyKeyMismatchError
+from ._local_images import LocalImage, PublishedImage
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
+from ._resubmit import ResubmitPolicy
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
+from ._store import (
+    OutputExpiredError,
+    SQLiteStore,
+    Store,
+    StoreError,
+    StoreMismatchError,
+    StoreUnavailableError,
+)
+from ._store_redis import RedisStore
 from ._sync import RealESRGAN, SyncUpscaleRun
 from ._version import __version__
 from ._webhooks import WebhookReceiver, WebhookTokenFilter, parse_webhook
@@ -56,10 +70,15 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "DownloadError",
+    "EventKind",
+    "IdempotencyKeyMismatchError",
+    "ImageHost",
+    "ImageHostError",
     "InsufficientBalanceError",
     "InvalidRequestError",
     "Job",
     "JobError",
+    "JobEvent",
     "JobFailedError",
     "JobState",
     "JobSystemError",
@@ -71,19 +90,30 @@ __all__ = [
     "JournalLockedError",
     "JournalMismatchError",
     "JournalState",
+    "LocalImage",
     "NotFoundError",
     "Outcome",
+    "OutputExpiredError",
     "PermissionDeniedError",
     "PollPolicy",
+    "PublishedImage",
     "RateLimitError",
     "RealESRGAN",
     "RealESRGANError",
+    "RedisStore",
     "ResponseValidationError",
+    "ResubmitPolicy",
     "RetryPolicy",
+    "S3ImageHost",
     "SQLiteJournal",
+    "SQLiteStore",
     "ServerError",
     "Stats",
     "Status",
+    "Store",
+    "StoreError",
+    "StoreMismatchError",
+    "StoreUnavailableError",
     "SyncUpscaleRun",
     "UpscaleRequest",
     "UpscaleRun",

@@ -9,7 +9,9 @@ webhook receiver use through named methods.
 from __future__ import annotations
 
 import enum
+import logging
 import os
+import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -20,17 +22,28 @@ import anyio.abc
 import httpx
 
 from . import _download, _options
-from ._exceptions import InvalidRequestError, JobsUnfinishedError
+from ._events import JobEvent
+from ._exceptions import (
+    AmbiguousSubmitError,
+    InvalidRequestError,
+    JobsUnfinishedError,
+    JobSystemError,
+)
 from ._fanout import UpscaleRun
-from ._gateway import Gateway
+from ._gateway import ApiKey, Gateway
+from ._hosts import DEFAULT_VALID_FOR, ImageHost, check_fetchable, inspect_local
 from ._journal import Journal
+from ._keyed import Keys
 from ._ledger import Ledger
-from ._models import Job, JobState, Outcome, Resolution, UpscaleRequest, unwrap
+from ._local_images import PublishedImage, describe
+from ._models import Job, JobState, Outcome, Resolution, Status, UpscaleRequest, unwrap
+from ._resubmit import ResubmitPolicy, as_policy, resubmit_delay
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._session import Session, WebhookSettings
 from ._stats import Stats
-from ._urls import check_image_url, is_private_host, same_origin
+from ._store import Store
+from ._urls import check_base_url, is_private_host, same_origin
 from ._webhook_urls import check_secret, check_webhook_url, new_token, url_with_token
 
 DEFAULT_BASE_URL = "https://gateway.pixazo.ai"
@@ -40,7 +53,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 WebhookMode = Literal["terminal", "sync"]
 WEBHOOK_MODES = ("terminal", "sync")
 ImageInput = str | UpscaleRequest
+#: A local input, published through the client's `image_host` before the job is paid for.
+LocalInput = os.PathLike[str] | bytes
 _CLOSED_REASON = "the client was closed"
+
+logger = logging.getLogger("real_esrgan_async")
 
 
 class _State(enum.Enum):
@@ -95,6 +112,26 @@ class AsyncRealESRGAN:
         max_download_bytes: Largest output `download` accepts.
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished (keep it quick: it runs in the loop).
+        allow_insecure_http: Accept an ``http://`` `base_url` to a host other
+            than loopback (the key would cross the network in clear text): only
+            for a network you trust.
+        on_event: Called with a `JobEvent` for each change of each job of this
+            client: submitted, resubmitted, a new status seen (QUEUED,
+            PROCESSING), finished. For a per-job progress display; keep it
+            quick too.
+        resubmit: What to do with jobs that end ERROR (a system error the
+            gateway does not charge for): True (the default `ResubmitPolicy`:
+            up to 2 resubmissions, after 1 s then 2 s), False (never), or a
+            `ResubmitPolicy`. Used by `upscale` and `upscale_many`; FAILED
+            jobs (charged: the input is bad) are never resubmitted.
+        image_host: Where local files and bytes are published so the gateway
+            can fetch them (e.g. an `S3ImageHost`); without one, `submit` and
+            `upscale` take URLs only.
+        store: Where `idempotency_key`s are recorded, shared by every process
+            that uses the same store: a `SQLiteStore` (one machine) or a
+            `RedisStore` (a fleet; it may also hold a fleet-wide submit budget
+            and shares each 429's pause with every worker). Opened with the
+            client and closed with it.
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -119,18 +156,28 @@ class AsyncRealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        allow_insecure_http: bool = False,
+        on_event: Callable[[JobEvent], None] | None = None,
+        resubmit: ResubmitPolicy | bool = True,
+        image_host: ImageHost | None = None,
+        store: Store | None = None,
     ) -> None:
         owner = "AsyncRealESRGAN"
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        if not key:
-            raise InvalidRequestError(
-                f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
-            )
-        if not isinstance(key, str):
-            raise InvalidRequestError(f"{owner}.api_key must be a str, got {type(key).__name__}")
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        check_image_url(base_url, field="base_url")
+        # The key leaves this frame's locals before anything can raise: a traceback
+        # formatted with its locals (error trackers do) must not show it.
+        pending = [api_key if api_key is not None else os.environ.get(API_KEY_ENV, "")]
+        del api_key
+        key = _api_key(pending.pop())  # (held only on the call's stack meanwhile)
+        _options.flags(
+            owner,
+            allow_insecure_http=allow_insecure_http,
+            webhook_confirm=webhook_confirm,
+            allow_insecure_webhooks=allow_insecure_webhooks,
+        )
+        base_url = check_base_url(
+            base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+            allow_insecure=allow_insecure_http,
+        )
         if not isinstance(timeout, httpx.Timeout):
             _options.number(owner, "timeout", timeout, "> 0 or an httpx.Timeout", lambda v: v > 0)
         _options.instance(owner, "http_client", http_client, httpx.AsyncClient, optional=True)
@@ -142,12 +189,14 @@ class AsyncRealESRGAN:
         if allow_private_image_hosts is not None:
             _options.flag(owner, "allow_private_image_hosts", allow_private_image_hosts)
         _options.choice(owner, "webhook_mode", webhook_mode, WEBHOOK_MODES)
-        _options.flag(owner, "webhook_confirm", webhook_confirm)
-        _options.flag(owner, "allow_insecure_webhooks", allow_insecure_webhooks)
         _options.number(
             owner, "max_download_bytes", max_download_bytes, ">= 1", lambda v: v >= 1, kind=int
         )
-        _options.callable_or_none(owner, "on_progress", on_progress)
+        _options.callables_or_none(owner, on_progress=on_progress, on_event=on_event)
+        self.resubmit_policy = as_policy(owner, resubmit)
+        _options.instance(owner, "image_host", image_host, ImageHost, optional=True)
+        self.image_host = image_host
+        _options.instance(owner, "store", store, Store, optional=True)
 
         self.base_url = httpx.URL(base_url)
         if allow_private_image_hosts is None:
@@ -176,13 +225,17 @@ class AsyncRealESRGAN:
         self._http_closed = False
         self._retry = retry or RetryPolicy()
         self._poll_policy = poll or PollPolicy()
-        self._ledger = Ledger(on_progress=on_progress)
+        self._ledger = Ledger(on_progress=on_progress, on_event=on_event, clock=time.time)
         self._state = _State.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
         self._session: Session | None = None
+        self._keys = None if store is None else Keys(store)
 
     def __repr__(self) -> str:
-        return f"<AsyncRealESRGAN base_url={str(self.base_url)!r} state={self._state.value}>"
+        # Tolerates a half-built client: a traceback formatted with locals reprs `self`.
+        base_url = getattr(self, "base_url", None)
+        state = getattr(self, "_state", _State.UNOPENED)
+        return f"<AsyncRealESRGAN base_url={str(base_url)!r} state={state.value}>"
 
     # Lifecycle ------------------------------------------------------------------
 
@@ -191,6 +244,8 @@ class AsyncRealESRGAN:
             raise RuntimeError(
                 f"this AsyncRealESRGAN is {self._state.value}; a client can be opened only once"
             )
+        if self._keys is not None:
+            await self._keys.open(str(self.base_url))  # refused before anything is started
         if self._http is None:
             self._http = httpx.AsyncClient(
                 timeout=self._timeout,
@@ -217,8 +272,13 @@ class AsyncRealESRGAN:
         await task_group.__aenter__()
         try:
             await session.start(task_group)
+            if self._keys is not None:
+                session.start_soon(self._keys.share_cooldown, session)
+                self._keys.relay_callbacks(session)
         except BaseException as exc:
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            if self._keys is not None:
+                await self._keys.close()
             raise
         self._task_group = task_group
         self._session = session
@@ -258,7 +318,11 @@ class AsyncRealESRGAN:
                 with anyio.CancelScope(shield=True):
                     await self._session.wait_closed()
         finally:
-            await self._close_http()
+            try:
+                await self._close_http()
+            finally:
+                if self._keys is not None:
+                    await self._keys.close()
 
     async def _close_http(self) -> None:
         if self._own_http and self._http is not None and not self._http_closed:
@@ -292,7 +356,7 @@ class AsyncRealESRGAN:
 
     def make_request(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -315,6 +379,11 @@ class AsyncRealESRGAN:
                 scale=4 if scale is None else scale,
                 face_enhance=False if face_enhance is None else face_enhance,
             )
+        elif isinstance(image, os.PathLike | bytes):
+            raise InvalidRequestError(
+                f"image {describe(image)} is local: submit and upscale publish it through the "
+                "client's image_host first; make_request takes URLs"
+            )
         else:
             raise InvalidRequestError(
                 f"image must be a URL str or an UpscaleRequest, got {type(image).__name__}"
@@ -328,37 +397,184 @@ class AsyncRealESRGAN:
 
     async def submit(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
         webhook_url: str | None = None,
         webhook_mode: WebhookMode | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
         Args:
-            image: The input URL, or an `UpscaleRequest`.
+            image: The input URL, an `UpscaleRequest`, or (with an `image_host`)
+                a local file's path or the image's bytes: checked, published
+                and fetched once here before the job is paid for, and taken
+                down by the host once the job has ended.
             scale: 1, 2, 3 or 4 (default 4), when `image` is a URL.
             face_enhance: Apply face enhancement (default False), when `image` is a URL.
             webhook_url: Ask the gateway to POST the result there (https only);
                 defaults to the client's `webhook_url`.
             webhook_mode: ``"terminal"`` (one callback) or ``"sync"`` (every cycle).
+            idempotency_key: Pay for at most one job under this key across
+                every process sharing the client's `store`, and across restarts:
+                if the key already names a job, nothing is sent and that job
+                is returned (`wait` on it).
 
         Returns:
             The queued `Job`; its `request_id` is also kept in
             `unfinished_request_ids` until the client sees it finish.
 
         Raises:
-            InvalidRequestError: Bad input; nothing was sent.
+            InvalidRequestError: Bad input (a missing, unreadable or non-image
+                file; a local input with no `image_host`); nothing was sent.
+            ImageHostError: The local input could not be published, or its URL
+                not fetched; nothing was paid.
             AmbiguousSubmitError: Sent, but whether a job exists is unknown.
+            InvalidRequestError: Bad input (or a key without a store); nothing was sent.
+            IdempotencyKeyMismatchError: The key was used with another request.
+            AmbiguousSubmitError: This submit, or the key's earlier one, was
+                sent but whether it created a job is unknown (never resubmitted).
+            OutputExpiredError: The key's job finished long ago; its output expired.
+            StoreError: The store failed; nothing was sent.
             APIStatusError: The gateway refused (400/401/402/403/429/5xx before sending).
             APIConnectionError: The gateway could not be reached; nothing was paid.
         """
+        return await self._submit(
+            image,
+            scale=scale,
+            face_enhance=face_enhance,
+            webhook_url=webhook_url,
+            webhook_mode=webhook_mode,
+            idempotency_key=idempotency_key,
+        )
+
+    async def _submit(
+        self,
+        image: ImageInput | LocalInput,
+        *,
+        scale: int | None,
+        face_enhance: bool | None,
+        webhook_url: str | None,
+        webhook_mode: WebhookMode | None,
+        on_created: Callable[[Job], None] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """`submit`, with a hook run (before any checkpoint) on the new job."""
         session = self.session()
-        request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+        if not isinstance(image, os.PathLike | bytes):
+            request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+            headers = self._webhook_headers(webhook_url, webhook_mode)
+            if idempotency_key is not None:
+                keyed = self._keyed(idempotency_key)
+                return (await keyed.submit(session, idempotency_key, request, headers)).job
+            if self._keys is not None:
+                await self._keys.take_submit_token()  # the fleet's budget and 429 pause
+            return await session.submit(request, headers, on_created=on_created)
+        if idempotency_key is not None:
+            raise InvalidRequestError(
+                "idempotency_key applies to URL inputs: a local file is published under a new "
+                "signed URL each time, so its key could never match; pass the file's URL instead"
+            )
+        if self._keys is not None:
+            await self._keys.take_submit_token()
         headers = self._webhook_headers(webhook_url, webhook_mode)
-        return await session.submit(request, headers)
+        published = await self._publish(image)
+        try:
+            request = self.make_request(published.url, scale=scale, face_enhance=face_enhance)
+            job = await session.submit(request, headers, on_created=on_created)
+        except AmbiguousSubmitError:
+            raise  # a job may exist and may yet fetch the image: leave it up (its URL expires)
+        except BaseException:
+            await self._retract(published)
+            raise
+        self._retract_when_finished(session, job.request_id, published)
+        return job
+
+    async def _publish(self, image: LocalInput) -> PublishedImage:
+        """Check a local input, publish it, and fetch its URL's first byte: all before paying."""
+        host = self.image_host
+        if host is None:
+            raise InvalidRequestError(
+                f"image {describe(image)} is a local file or bytes, and the gateway fetches "
+                "only URLs: pass image_host=S3ImageHost('my-bucket', 'prefix/') to the client "
+                "(pip install 'real-esrgan-async[s3]') to publish local images"
+            )
+        local = await inspect_local(image)
+        published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
+        try:
+            await check_fetchable(published)
+        except BaseException:
+            await self._retract(published)
+            raise
+        return published
+
+    async def _retract(self, published: PublishedImage) -> None:
+        assert self.image_host is not None
+        with anyio.CancelScope(shield=True):  # cleanup: done even when cancelled
+            await self.image_host.retract(published)
+
+    def _retract_when_finished(
+        self, session: Session, request_id: str, published: PublishedImage
+    ) -> None:
+        """Take the input down once its job has ended (not when a wait merely stopped)."""
+
+        def finished(resolution: Resolution) -> None:
+            if isinstance(resolution, JobState):
+                session.start_soon(self._retract, published)
+
+        session.watch(request_id, finished)
+
+    async def resubmit(
+        self,
+        previous: Job | str,
+        image: ImageInput | LocalInput,
+        *,
+        scale: int | None = None,
+        face_enhance: bool | None = None,
+        webhook_url: str | None = None,
+        webhook_mode: WebhookMode | None = None,
+    ) -> Job:
+        """Submit `image` again, as a new paid job replacing `previous`, which ended ERROR.
+
+        Like `submit`, and booked as a resubmission: counted in
+        ``stats().resubmitted``, reported as a RESUBMITTED `JobEvent` naming
+        `previous`. `upscale` and `upscale_many` do this themselves, as the
+        client's `ResubmitPolicy` says; this is for a job you submitted and
+        waited on yourself. Resubmit only what ended ERROR: a FAILED job is
+        charged and fails again.
+
+        Raises:
+            The errors of `submit`.
+        """
+        previous_id = _request_id(previous)
+        ledger = self._ledger
+
+        def booked(job: Job) -> None:
+            ledger.record_resubmitted(previous_id, job.request_id)
+
+        return await self._submit(
+            image,
+            scale=scale,
+            face_enhance=face_enhance,
+            webhook_url=webhook_url,
+            webhook_mode=webhook_mode,
+            on_created=booked,
+        )
+
+    def _keyed(self, key: str | None) -> Keys:
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 512):
+            shown = repr(key)[:80]
+            raise InvalidRequestError(
+                f"idempotency_key must be a non-empty str of at most 512 characters, got {shown}"
+            )
+        if self._keys is None:
+            raise InvalidRequestError(
+                "idempotency_key needs a store: AsyncRealESRGAN(store=SQLiteStore(path)) on one "
+                "machine, or store=RedisStore(url) for a fleet"
+            )
+        return self._keys
 
     def _webhook_headers(self, url: str | None, mode: str | None) -> dict[str, str]:
         if mode is not None:
@@ -428,26 +644,61 @@ class AsyncRealESRGAN:
             await done.wait()
         finally:
             session.unwatch(token)
+        if self._keys is not None and isinstance(outcome[0], JobState):
+            await self._keys.finished(outcome[0])
         return unwrap(outcome[0])
 
     async def upscale(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> JobState:
         """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
+
+        A job that ends ERROR (not charged) is resubmitted as the client's
+        `ResubmitPolicy` says (`timeout` applies to each attempt); the error is
+        raised once the policy gives up.
+        With an `idempotency_key` whose job already finished, its recorded
+        result is returned (or its error raised) without any request.
 
         Raises:
             JobsUnfinishedError: The client was closed after the job was paid
                 for; its id is on the error.
         """
+        if idempotency_key is not None:
+            # The key's record is the job: an ERROR under a key is reported, not
+            # resubmitted under the same key (resubmit it with a new key).
+            session = self.session()
+            request = self.make_request(image, scale=scale, face_enhance=face_enhance)
+            keys = self._keyed(idempotency_key)
+            found = await keys.submit(
+                session, idempotency_key, request, self._webhook_headers(None, None)
+            )
+            if found.result is not None:
+                return unwrap(found.result)
+            if self._state is not _State.OPEN:  # closed while the POST was on the wire
+                raise JobsUnfinishedError((found.job.request_id,), _CLOSED_REASON)
+            return await self.wait(found.job, timeout=timeout)
         job = await self.submit(image, scale=scale, face_enhance=face_enhance)
-        if self._state is not _State.OPEN:  # closed while the POST was on the wire
-            raise JobsUnfinishedError((job.request_id,), _CLOSED_REASON)
-        return await self.wait(job, timeout=timeout)
+        resubmits = 0
+        while True:
+            if self._state is not _State.OPEN:  # closed while the POST was on the wire
+                raise JobsUnfinishedError((job.request_id,), _CLOSED_REASON)
+            try:
+                return await self.wait(job, timeout=timeout)
+            except JobSystemError:
+                delay = resubmit_delay(self.resubmit_policy, Status.ERROR, resubmits)
+                if delay is None:
+                    raise
+                await anyio.sleep(delay)
+                if self._state is not _State.OPEN:  # closed meanwhile: nothing is owed
+                    raise
+            resubmits += 1
+            job = await self.resubmit(job, image, scale=scale, face_enhance=face_enhance)
 
     def upscale_many(
         self,
@@ -460,6 +711,7 @@ class AsyncRealESRGAN:
         ordered: bool = False,
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
+        resubmit: ResubmitPolicy | bool | None = None,
     ) -> UpscaleRun:
         """Upscale a stream of images; yield one `Outcome` per input as each finishes.
 
@@ -487,6 +739,12 @@ class AsyncRealESRGAN:
             resubmit_ambiguous: Submit again the inputs whose earlier submit
                 may or may not have created a job (by default they are yielded
                 with an `AmbiguousSubmitError`, since a resubmit may pay twice).
+            resubmit: Jobs that end ERROR (not charged) are submitted again
+                as this says (True, False or a `ResubmitPolicy`; default: the
+                client's). The outcome then carries the last job's id and the
+                earlier ones in `Outcome.earlier_request_ids`. With a journal, a
+                rerun that resubmits also resubmits the inputs the journal
+                recorded as ERROR.
 
         Returns:
             An `UpscaleRun`: iterate it with ``async for``.
@@ -510,6 +768,9 @@ class AsyncRealESRGAN:
             ordered=ordered,
             journal=journal,
             resubmit_ambiguous=resubmit_ambiguous,
+            resubmit=self.resubmit_policy
+            if resubmit is None
+            else as_policy("upscale_many", resubmit),
         )
 
     # Results and bookkeeping ------------------------------------------------------
@@ -577,6 +838,22 @@ class AsyncRealESRGAN:
     def stats(self) -> Stats:
         """A snapshot of this client's counters."""
         return self._ledger.stats()
+
+
+def _api_key(raw: object) -> ApiKey:
+    """The key, checked and held where no repr shows it."""
+    if not isinstance(raw, str):
+        raise InvalidRequestError(
+            f"AsyncRealESRGAN.api_key must be a str, got {type(raw).__name__}"
+        )
+    key = ApiKey.unchecked(raw)
+    del raw
+    if not key.value:
+        raise InvalidRequestError(
+            f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+        )
+    key.check()
+    return key
 
 
 def _request_id(job: Job | str) -> str:

@@ -164,7 +164,16 @@ class AmbiguousSubmitError(APIError):
 
 
 class ResponseValidationError(APIError):
-    """The gateway answered 2xx, but the body is not in the documented shape."""
+    """The gateway answered, but not in the documented shape (or not within bounds).
+
+    Attributes:
+        request_id: The job the request was about, when it named one.
+    """
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        self.request_id = request_id
+        about = f" (request_id={request_id})" if request_id else ""
+        super().__init__(f"{message}{about}")
 
 
 class JobError(RealESRGANError):

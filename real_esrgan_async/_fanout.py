@@ -16,12 +16,16 @@ run. The shell keeps the streams of control:
   kept. Outcomes finished but not taken stay listed
   (`UpscaleRun.unconsumed_outcomes`, and the client's
   `take_unconsumed_outcomes`), the ids still running in `unfinished_request_ids`.
+- A job that ends ERROR (not charged) is submitted again after a backoff, as
+  the `ResubmitPolicy` says; the run book holds its input (and its slot) until
+  the new job's outcome. The earlier ids are on `Outcome.earlier_request_ids`.
 - With a journal, each input is looked up as it is pulled (`plan`): a rerun
-  polls the ids still in flight, replays finished outcomes and submits the
-  rest. An input is recorded (and synced to disk) right before its POST goes on
-  the wire, its id the moment the gateway returns it, its end as it is seen (see
-  `_journal`). A journal the run opened is closed once both the feeder and the
-  consumer are done with it, however the run ended.
+  polls the ids still in flight, replays finished outcomes, resubmits ERROR
+  entries when the policy resubmits, and submits the rest. An input is
+  recorded (and synced to disk) right before its POST goes on the wire, its
+  id the moment the gateway returns it, its end as it is seen (see `_journal`).
+  A journal the run opened is closed once both the feeder and the consumer are
+  done with it, however the run ended.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from ._exceptions import (
     PermissionDeniedError,
     RealESRGANError,
 )
-from ._journal import Journal, Resume, plan, replay
+from ._journal import Journal, JournalState, Resume, plan, replay
 from ._journal_sqlite import SQLiteJournal
 from ._models import (
     Job,
@@ -59,6 +63,7 @@ from ._models import (
     check_scale,
     unwrap,
 )
+from ._resubmit import ResubmitPolicy, resubmit_delay
 from ._runbook import Ending, Phase, RunBook
 from ._session import Session
 
@@ -135,6 +140,7 @@ class UpscaleRun:
         ordered: bool,
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
+        resubmit: ResubmitPolicy | None = None,
     ) -> None:
         owner = "upscale_many"
         if isinstance(images, str | bytes):
@@ -156,6 +162,7 @@ class UpscaleRun:
             check_face_enhance(face_enhance)
         _options.flag(owner, "ordered", ordered)
         _options.flag(owner, "resubmit_ambiguous", resubmit_ambiguous)
+        _options.instance(owner, "resubmit", resubmit, ResubmitPolicy, optional=True)
         owned: SQLiteJournal | None = None
         if isinstance(journal, str | os.PathLike):
             journal = owned = SQLiteJournal(journal)  # opened by the run, closed at its end
@@ -177,6 +184,7 @@ class UpscaleRun:
             journal=journal,
             owned_journal=owned,
             resubmit_ambiguous=resubmit_ambiguous,
+            resubmit=resubmit or ResubmitPolicy(),
         )
 
     @property
@@ -264,6 +272,7 @@ class _Run:
         journal: Journal | None,
         owned_journal: SQLiteJournal | None,
         resubmit_ambiguous: bool,
+        resubmit: ResubmitPolicy,
     ) -> None:
         self._session = session
         self._book = RunBook(max_in_flight=max_in_flight, ordered=ordered)
@@ -276,6 +285,12 @@ class _Run:
         self.journal = journal
         self._owned_journal = owned_journal
         self._resubmit_ambiguous = resubmit_ambiguous
+        self._resubmit = resubmit
+        self._earlier: dict[int, tuple[str, ...]] = {}  # index -> its jobs that ended ERROR
+        self._resubmits_running = 0  # resubmission tasks (waiting, or their POST on the wire)
+        self._no_resubmit_running = anyio.Event()
+        self._no_resubmit_running.set()
+        self._stopped = anyio.Event()  # ends the resubmissions' backoff at once
         self._tokens: dict[str, int] = {}  # request_id -> the poller's token, while awaited
         self._callbacks: dict[str, Callable[[Resolution], None]] = {}  # request_id -> its end
         self._outcome_ready = _Signal()
@@ -332,6 +347,7 @@ class _Run:
         if self._started:
             with anyio.CancelScope(shield=True):
                 await self._feeder_done.wait()
+                await self._no_resubmit_running.wait()
         await self._close_journal()
 
     def drop(self) -> None:
@@ -349,6 +365,7 @@ class _Run:
         for request_id in book.stop():
             self._unwatch(request_id)
         self._scope.cancel()
+        self._stopped.set()
         self._session.remove_close_listener(self._close_handle)
         self._session.ledger.park(book.unconsumed())
         self._slot_free.notify()
@@ -434,7 +451,12 @@ class _Run:
         if self.journal is not None:
             try:
                 entry = self.journal.get(index)
-                action = plan(entry, request, resubmit_ambiguous=self._resubmit_ambiguous)
+                action = plan(
+                    entry,
+                    request,
+                    resubmit_ambiguous=self._resubmit_ambiguous,
+                    resubmit_errors=self._resubmit.enabled,
+                )
             except JournalError as exc:
                 self._fail(Ending.FATAL, exc)
                 return False
@@ -447,6 +469,9 @@ class _Run:
                 if self._book.submitted(index, entry.request_id):
                     self._watch(index, request, entry.request_id, resumed=True)
                 return False
+            if entry is not None and entry.request_id and entry.state is JournalState.ERROR:
+                # An ERROR entry that the policy resubmits: its job is the first attempt.
+                self._earlier[index] = (entry.request_id,)
         submits.start_soon(self._submit, index, request)
         return True
 
@@ -462,10 +487,7 @@ class _Run:
             self._emit(Outcome(index, request, error=refusal))
             return
         try:
-            if self.journal is None:
-                job = await self._session.submit(request, self._headers)
-            else:
-                job = await self._submit_journaled(self.journal, index, request)
+            job = await self._post(index, request)
         except InsufficientBalanceError as exc:
             self._fail(Ending.WALLET_EMPTY, exc)
             self._emit(Outcome(index, request, error=exc))
@@ -479,7 +501,27 @@ class _Run:
         if self._book.submitted(index, job.request_id):
             self._watch(index, request, job.request_id, resumed=False)
 
-    async def _submit_journaled(self, journal: Journal, index: int, request: UpscaleRequest) -> Job:
+    async def _post(self, index: int, request: UpscaleRequest) -> Job:
+        """POST input `index` (journaled when the run has a journal); a resubmission
+        (the input has earlier jobs) is booked as one in the ledger."""
+        earlier = self._earlier.get(index)
+        ledger = self._session.ledger
+
+        def resubmitted(job: Job) -> None:  # before any other task runs, like the ledger's own
+            if earlier:
+                ledger.record_resubmitted(earlier[-1], job.request_id)
+
+        if self.journal is None:
+            return await self._session.submit(request, self._headers, on_created=resubmitted)
+        return await self._submit_journaled(self.journal, index, request, resubmitted)
+
+    async def _submit_journaled(
+        self,
+        journal: Journal,
+        index: int,
+        request: UpscaleRequest,
+        on_created: Callable[[Job], None],
+    ) -> Job:
         """POST in the journal's order: the input on disk right before the POST, its id at once."""
         request_id: str | None = None
         recorded_pending = False
@@ -493,7 +535,10 @@ class _Run:
         def recorded(job: Job) -> None:  # called by the gateway before any other task runs
             nonlocal request_id
             request_id = job.request_id
-            journal.record_submitted(index, job.request_id)
+            try:
+                on_created(job)
+            finally:
+                journal.record_submitted(index, job.request_id)
 
         try:
             return await self._session.submit(
@@ -563,12 +608,62 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - any other error is this input's outcome
             error = exc
         outcome = Outcome(
-            index, request, result=result, error=error, request_id=request_id, resumed=resumed
+            index,
+            request,
+            result=result,
+            error=error,
+            request_id=request_id,
+            resumed=resumed,
+            earlier_request_ids=self._earlier.get(index, ()),
         )
+        if isinstance(resolution, JobState) and journal_error is None:
+            delay = resubmit_delay(
+                self._resubmit, resolution.status, len(self._earlier.get(index, ()))
+            )
+            if delay is not None and self._book.hold_for_resubmit(request_id, outcome):
+                self._earlier[index] = (*self._earlier.get(index, ()), request_id)
+                self._resubmits_running += 1
+                self._no_resubmit_running = anyio.Event()
+                self._session.start_soon(self._resubmit_after, index, request, delay)
+                return
         if self._book.finished(request_id, outcome):
             self._after_emit(outcome)
         if journal_error is not None:
             self._fail(Ending.FATAL, journal_error)
+
+    async def _resubmit_after(self, index: int, request: UpscaleRequest, delay: float) -> None:
+        """Submit held input `index` again after `delay` seconds (a task: never raises)."""
+        book = self._book
+        try:
+            with anyio.move_on_after(delay):
+                await self._stopped.wait()  # a stop ends the wait at once
+            if not book.may_resubmit(index):
+                self._outcome_ready.notify()  # its fallback outcome was emitted
+                return
+            try:
+                job = await self._post(index, request)
+            except (InsufficientBalanceError, *_FATAL) as exc:
+                book.give_up_resubmit(index)
+                self._outcome_ready.notify()
+                ending = Ending.WALLET_EMPTY
+                if isinstance(exc, _FATAL):
+                    ending = Ending.FATAL
+                self._fail(ending, exc)
+                return
+            except RealESRGANError as exc:
+                # (An ambiguous resubmit may have created a job: say so, not the old ERROR.)
+                earlier = self._earlier.get(index, ())
+                book.give_up_resubmit(
+                    index, Outcome(index, request, error=exc, earlier_request_ids=earlier)
+                )
+                self._outcome_ready.notify()
+                return
+            if book.resubmitted(index, job.request_id):
+                self._watch(index, request, job.request_id, resumed=False)
+        finally:
+            self._resubmits_running -= 1
+            if self._resubmits_running == 0:
+                self._no_resubmit_running.set()
 
     def _emit(self, outcome: Outcome) -> None:
         self._book.emit(outcome)

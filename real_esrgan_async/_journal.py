@@ -10,6 +10,7 @@ for. The states and their moves::
                                └─record_ambiguous─▶ AMBIGUOUS
     PENDING found on opening ─▶ AMBIGUOUS   (the process died; its POST may have been sent)
     AMBIGUOUS ─resubmit_ambiguous─▶ PENDING     AMBIGUOUS ─resolve_ambiguous(id)─▶ SUBMITTED
+    ERROR ─resubmitted (ResubmitPolicy)─▶ PENDING   (ERROR is not charged; the new id replaces it)
     COMPLETED ─mark_saved─▶ COMPLETED with `saved_to`
 
 Rules of this module: no I/O and no clock. `plan` decides what a run does with
@@ -96,7 +97,8 @@ class Journal(Protocol):
         """The entry of input `index`, or None if it was never submitted."""
 
     def record_pending(self, index: int, request: UpscaleRequest) -> None:
-        """Input `index` is about to be submitted (PENDING)."""
+        """Input `index` is about to be submitted (PENDING): it is new, AMBIGUOUS, or
+        ERROR (a resubmission; the next `record_submitted` replaces its id)."""
 
     async def sync(self) -> None:
         """Return once every record so far would survive a power cut."""
@@ -120,15 +122,26 @@ class Journal(Protocol):
 class Resume(enum.Enum):
     """What a run does with an input, given its journal entry."""
 
-    SUBMIT = "submit"  # never submitted, or a resubmission was asked for: record, then POST
+    SUBMIT = "submit"  # never submitted, ended ERROR, or a resubmission was asked: POST
     WATCH = "watch"  # submitted and unfinished: poll its id, never POST it again
     REPLAY = "replay"  # finished, or ambiguous: yield the recorded outcome again
 
 
 def plan(
-    entry: JournalEntry | None, request: UpscaleRequest, *, resubmit_ambiguous: bool
+    entry: JournalEntry | None,
+    request: UpscaleRequest,
+    *,
+    resubmit_ambiguous: bool,
+    resubmit_errors: bool = False,
 ) -> Resume:
     """Decide what to do with input `request` whose journal entry is `entry`.
+
+    Args:
+        entry: What the journal recorded at the input's index, or None.
+        request: The input the run has at that index now.
+        resubmit_ambiguous: Submit again an AMBIGUOUS entry (it may pay twice).
+        resubmit_errors: Submit again an entry whose job ended ERROR (not
+            charged): a rerun with a `ResubmitPolicy` that resubmits does.
 
     Raises:
         JournalMismatchError: The entry records another request at that index.
@@ -139,6 +152,8 @@ def plan(
         raise JournalMismatchError(entry.index, _describe(entry.request), _describe(request))
     if entry.state is JournalState.SUBMITTED:
         return Resume.WATCH
+    if entry.state is JournalState.ERROR and resubmit_errors:
+        return Resume.SUBMIT
     if entry.state.is_finished:
         return Resume.REPLAY
     # AMBIGUOUS (a PENDING entry is AMBIGUOUS by the time a journal is read).

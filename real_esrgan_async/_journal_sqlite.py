@@ -22,13 +22,19 @@ The schema (``PRAGMA user_version`` 1, ``application_id`` 'RESG')::
 
 ``idx`` is the rowid, so a lookup is a B-tree search, never a scan; a partial
 index holds the few PENDING entries, which opening turns AMBIGUOUS.
+
+The journal holds the input URLs (signed ones included) and the job ids: it is
+created 0600 (SQLite gives its ``-wal`` and ``-shm`` files the same mode), and
+never through a symbolic link. Its lock file is deleted on close.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -132,6 +138,7 @@ class SQLiteJournal:
                 raise RuntimeError(f"{self!r} can be opened only once")
             self._lock.acquire()
             try:
+                self._create_private()
                 self._db = self._connect()
                 self._prepare(self._db)
                 self._checkpointer = self._connect()
@@ -179,6 +186,28 @@ class SQLiteJournal:
     def closed(self) -> bool:
         """True once closed."""
         return self._life is _Life.CLOSED
+
+    def _create_private(self) -> None:
+        """Create the file 0600 if missing; refuse a symlink or anything but a regular file.
+
+        SQLite would create it with the umask's mode (often world-readable) and
+        follow a symlink planted at the path.
+        """
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise JournalError(
+                    f"journal {self.path} is a symbolic link, which is never followed; "
+                    "give the real path"
+                ) from None
+            raise JournalError(f"cannot open journal {self.path}: {exc.strerror or exc}") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise JournalError(f"journal {self.path} is not a regular file")
+        finally:
+            os.close(fd)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -244,14 +273,15 @@ class SQLiteJournal:
         return _entry(rows[0]) if rows else None
 
     def record_pending(self, index: int, request: UpscaleRequest) -> None:
-        """Input `index` is about to be submitted; an AMBIGUOUS entry keeps its `error`."""
+        """Input `index` is about to be submitted; an AMBIGUOUS entry keeps its `error`
+        (an ERROR entry is resubmitted: its next `record_submitted` replaces the id)."""
         self._write(
             "INSERT INTO inputs (idx, image, scale, face_enhance, state, updated_at) "
             "VALUES (?, ?, ?, ?, 'pending', ?) "
-            "ON CONFLICT (idx) DO UPDATE SET state = 'pending', updated_at = excluded.updated_at "
-            "WHERE state = 'ambiguous'",
+            "ON CONFLICT (idx) DO UPDATE SET state = 'pending', result = NULL, "
+            "updated_at = excluded.updated_at WHERE state IN ('ambiguous', 'error')",
             (index, request.image, request.scale, int(request.face_enhance), time.time()),
-            expect=f"input {index} to be new or AMBIGUOUS",
+            expect=f"input {index} to be new or AMBIGUOUS (or ERROR, to resubmit it)",
         )
         self._max_index = max(self._max_index, index)
 

@@ -2,6 +2,11 @@
 
 Validation lives here, in attrs validators, so that a bad input is refused
 when the object is built: before anything is sent and before anything is paid.
+
+What the gateway sends is checked for shape too, when it is parsed
+(`Job.from_json`, `JobState.from_json`): an identifier is short, printable and
+free of path separators, so that no later use (a URL, a file name, a log line)
+can be steered by a hostile or buggy gateway; free text is cut to a bound.
 """
 
 from __future__ import annotations
@@ -20,9 +25,18 @@ from ._exceptions import (
     ResponseValidationError,
 )
 from ._timestamps import parse_timestamp
-from ._urls import check_image_url
+from ._urls import MAX_GATEWAY_URL_LENGTH, check_image_url
 
 ALLOWED_SCALES = (1, 2, 3, 4)
+#: Longest identifier (``request_id``, ``model_id``) or media type accepted from the gateway.
+#: Real ids are ~48 characters (the webhook receiver has the same bound).
+MAX_ID_LENGTH = 256
+#: Longest ``error`` text kept from the gateway; the rest is cut, never refused (a terminal
+#: state must reach the caller whatever its message).
+MAX_ERROR_LENGTH = 2000
+#: Most output URLs accepted for one job (the gateway returns one).
+MAX_MEDIA_URLS = 16
+_PATH_SEPARATORS = ("/", "\\")
 
 
 class Status(enum.StrEnum):
@@ -104,9 +118,9 @@ class Job:
         """
         body = _as_mapping(data, "submit response")
         return cls(
-            request_id=_required_str(body, "request_id"),
+            request_id=_identifier(body, "request_id"),
             status=_status(body),
-            polling_url=_optional_str(body, "polling_url"),
+            polling_url=_optional_url(body, "polling_url"),
         )
 
 
@@ -148,15 +162,30 @@ class JobState:
                 urls = [urls]
             if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
                 raise ResponseValidationError(
-                    f"field 'output.media_url' must be a list of URLs, got {urls!r}"
+                    f"field 'output.media_url' must be a list of URLs, got {_shown(urls)}"
                 )
-            media_urls = tuple(urls)
+            if len(urls) > MAX_MEDIA_URLS:
+                raise ResponseValidationError(
+                    f"field 'output.media_url' holds {len(urls)} URLs; at most "
+                    f"{MAX_MEDIA_URLS} are allowed"
+                )
+            media_urls = tuple(_url(url, "output.media_url") for url in urls)
             media_type = _optional_str(out, "media_type", prefix="output.")
+            if media_type is not None and (
+                len(media_type) > MAX_ID_LENGTH or not media_type.isprintable()
+            ):
+                raise ResponseValidationError(
+                    f"field 'output.media_type' must be a media type of at most {MAX_ID_LENGTH} "
+                    f"printable characters, got {_shown(media_type)}"
+                )
+        error = _optional_str(body, "error")
+        if error is not None and len(error) > MAX_ERROR_LENGTH:
+            error = error[:MAX_ERROR_LENGTH] + "… (cut)"
         return cls(
-            request_id=_required_str(body, "request_id"),
+            request_id=_identifier(body, "request_id"),
             status=_status(body),
-            model_id=_optional_str(body, "model_id"),
-            error=_optional_str(body, "error"),
+            model_id=_optional_identifier(body, "model_id"),
+            error=error,
             media_urls=media_urls,
             media_type=media_type,
             created_at=_optional_time(body, "created_at"),
@@ -210,6 +239,9 @@ class Outcome:
             its job was polled again, or its recorded outcome is yielded again.
         saved_to: Where an earlier run saved the output, as recorded with
             `UpscaleRun.mark_saved`; None when it was not saved.
+        earlier_request_ids: The jobs of this input that ended ERROR (not
+            charged) and were resubmitted, oldest first; `request_id` is the
+            last attempt's.
     """
 
     index: int
@@ -219,11 +251,26 @@ class Outcome:
     request_id: str | None = None
     resumed: bool = False
     saved_to: str | None = None
+    earlier_request_ids: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         """True when the job COMPLETED and `result` holds its state."""
         return self.result is not None and self.error is None
+
+    @property
+    def state(self) -> JobState:
+        """The COMPLETED state, typed as never None: use it once `ok` is True.
+
+        Raises:
+            BaseException: The outcome's `error` (the job failed, ended ERROR,
+                timed out, or the input was rejected), when it is not `ok`.
+        """
+        if self.error is not None:
+            raise self.error
+        if self.result is None:  # (an outcome is built with one or the other)
+            raise ValueError(f"outcome {self.index} has neither a result nor an error")
+        return self.result
 
 
 def _as_mapping(data: object, what: str) -> Mapping[str, Any]:
@@ -235,7 +282,7 @@ def _as_mapping(data: object, what: str) -> Mapping[str, Any]:
 def _required_str(body: Mapping[str, Any], field: str) -> str:
     value = body.get(field)
     if not isinstance(value, str) or not value:
-        shown = "missing" if field not in body else f"{value!r}"
+        shown = "missing" if field not in body else _shown(value)
         raise ResponseValidationError(f"field {field!r} must be a non-empty string, got {shown}")
     return value
 
@@ -245,8 +292,62 @@ def _optional_str(body: Mapping[str, Any], field: str, *, prefix: str = "") -> s
     if value is None or isinstance(value, str):
         return value
     raise ResponseValidationError(
-        f"field {prefix + field!r} must be a string or null, got {value!r}"
+        f"field {prefix + field!r} must be a string or null, got {_shown(value)}"
     )
+
+
+def _identifier(body: Mapping[str, Any], field: str) -> str:
+    value = _required_str(body, field)
+    check_identifier(value, field)
+    return value
+
+
+def _optional_identifier(body: Mapping[str, Any], field: str) -> str | None:
+    value = _optional_str(body, field)
+    if value is not None:
+        check_identifier(value, field)
+    return value
+
+
+def check_identifier(value: str, field: str) -> None:
+    """Refuse a gateway identifier that could steer a path, a URL or a log line.
+
+    Raises:
+        ResponseValidationError: `value` is too long, has a control character,
+            a path separator or surrounding spaces, or is ``.``/``..``; the
+            message names `field`.
+    """
+    # An id ends up in file names (download into a folder), URLs and terminal output.
+    if (
+        len(value) > MAX_ID_LENGTH
+        or not value.isprintable()
+        or value != value.strip()
+        or any(sep in value for sep in _PATH_SEPARATORS)
+        or value in (".", "..")
+    ):
+        raise ResponseValidationError(
+            f"field {field!r} must be at most {MAX_ID_LENGTH} printable characters with no "
+            "surrounding spaces and no path separator ('/' or '\\'), and not '.' or '..'; "
+            f"got {_shown(value)}"
+        )
+
+
+def _optional_url(body: Mapping[str, Any], field: str) -> str | None:
+    value = _optional_str(body, field)
+    return None if value is None else _url(value, field)
+
+
+def _url(value: str, field: str) -> str:
+    try:
+        return check_image_url(value, field=f"field {field!r}", max_length=MAX_GATEWAY_URL_LENGTH)
+    except InvalidRequestError as exc:
+        raise ResponseValidationError(str(exc)) from None
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """`value`'s repr, cut to `limit` characters: a hostile answer cannot flood a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _status(body: Mapping[str, Any]) -> Status:
@@ -256,7 +357,7 @@ def _status(body: Mapping[str, Any]) -> Status:
     except ValueError:
         allowed = ", ".join(status.value for status in Status)
         raise ResponseValidationError(
-            f"field 'status' is {raw!r}, which is not a known status ({allowed})"
+            f"field 'status' is {_shown(raw)}, which is not a known status ({allowed})"
         ) from None
 
 

@@ -74,6 +74,18 @@ def flag(owner: str, name: str, value: object) -> None:
         raise InvalidRequestError(f"{owner}.{name} must be a bool (True or False), got {value!r}")
 
 
+def flags(owner: str, **values: object) -> None:
+    """`flag` for each keyword: ``flags("Client", verbose=True, strict=x)``."""
+    for name, value in values.items():
+        flag(owner, name, value)
+
+
+def callables_or_none(owner: str, **values: object) -> None:
+    """`callable_or_none` for each keyword."""
+    for name, value in values.items():
+        callable_or_none(owner, name, value)
+
+
 def choice(owner: str, name: str, value: object, allowed: tuple[str, ...]) -> None:
     """Check that `value` is one of `allowed`.
 

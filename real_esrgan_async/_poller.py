@@ -24,7 +24,7 @@ from ._exceptions import (
     ServerError,
 )
 from ._gateway import Gateway
-from ._models import JobState, Resolution
+from ._models import JobState, Resolution, Status
 from ._scheduler import PollPolicy, PollScheduler
 
 #: The shortest sleep of the loop: sleeping to exact sub-millisecond due times
@@ -45,11 +45,13 @@ class Poller:
         policy: PollPolicy,
         *,
         on_terminal: Callable[[JobState], None],
+        on_state: Callable[[JobState], None] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.scheduler = PollScheduler(policy, rng=rng)
         self._gateway = gateway
         self._on_terminal = on_terminal
+        self._on_state = on_state  # every state fed, before `on_terminal` (progress events)
         self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
@@ -62,11 +64,16 @@ class Poller:
         timeout: float | None = None,
         submitted_at: float | None = None,
         safety_net: bool = False,
+        megapixels: float | None = None,
     ) -> int:
         """Call `callback` once, when `request_id` finishes or the wait ends; return a token.
 
         With `safety_net`, the job reports by webhook and is checked only
-        rarely, to catch a lost callback.
+        rarely, to catch a lost callback. `megapixels`, the input's size when
+        known, lets a latency target be met with fewer checks.
+
+        Raises:
+            ValueError: `megapixels` is not a finite number > 0.
         """
         now = anyio.current_time()
         deadline = None if timeout is None else now + timeout
@@ -76,6 +83,7 @@ class Poller:
             deadline=deadline,
             submitted_at=submitted_at,
             safety_net=safety_net,
+            megapixels=megapixels,
         )
         self._waiters[token] = (callback, timeout, request_id)
         self._wake_if_sooner(now)
@@ -99,6 +107,16 @@ class Poller:
         for token, (callback, _, request_id) in waiters.items():
             self.scheduler.remove_waiter(token)
             callback(make_error(request_id))
+
+    def expect_finish(self, request_id: str) -> None:
+        """A terminal callback for `request_id` was not yet confirmed by a status check.
+
+        The gateway can lag its own callback: the job is re-checked soon, at a
+        short bounded backoff, instead of at the safety net's interval.
+        """
+        now = anyio.current_time()
+        self.scheduler.expect_finish(request_id, now=now)
+        self._wake_if_sooner(now)
 
     def tracks(self, request_id: str) -> bool:
         """Whether someone here waits on `request_id`."""
@@ -128,6 +146,8 @@ class Poller:
         try:
             state = await self._gateway.status(request_id, retry=False)
         except RateLimitError:
+            # The gateway says how many checks it allows: halve the budget (AIMD).
+            scheduler.on_rate_limited(anyio.current_time())
             scheduler.pause_until(self._gateway.cooldown.until)
             scheduler.on_check_failed(request_id, now=anyio.current_time())
         except (APIConnectionError, ServerError):
@@ -145,8 +165,15 @@ class Poller:
     def _feed(self, state: JobState, now: float) -> None:
         terminal = state.status.is_terminal
         tokens = self.scheduler.on_state(
-            state.request_id, terminal=terminal, now=now, duration=_run_time(state)
+            state.request_id,
+            terminal=terminal,
+            now=now,
+            duration=_run_time(state),
+            queued=_queued(state),
+            queue_wait=_queue_wait(state),
         )
+        if self._on_state is not None:
+            self._on_state(state)
         if terminal:
             self._on_terminal(state)
         for token in tokens:
@@ -169,4 +196,24 @@ def _run_time(state: JobState) -> float | None:
     if not state.status.is_terminal or state.created_at is None or end is None:
         return None
     seconds = (end - state.created_at).total_seconds()
+    return seconds if seconds >= 0 else None
+
+
+def _queued(state: JobState) -> bool | None:
+    """True when QUEUED, False when PROCESSING, None for a terminal state."""
+    if state.status is Status.QUEUED:
+        return True
+    return False if state.status is Status.PROCESSING else None
+
+
+def _queue_wait(state: JobState) -> float | None:
+    """How long a PROCESSING job waited in the queue, by the gateway's own clock.
+
+    `updated_at` of a PROCESSING answer is when processing started.
+    """
+    if state.status is not Status.PROCESSING or state.created_at is None:
+        return None
+    if state.updated_at is None:
+        return None
+    seconds = (state.updated_at - state.created_at).total_seconds()
     return seconds if seconds >= 0 else None

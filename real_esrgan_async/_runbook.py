@@ -27,6 +27,13 @@ Rules of this module:
   ``FATAL`` and ``CLIENT_CLOSED`` stop awaiting at once (pending ids stay
   unfinished); ``INPUT_FAILED`` and ``WALLET_EMPTY`` stop pulling but the jobs
   already paid for are still awaited and emitted.
+- Resubmissions (see `_resubmit`): an awaited job that ended ERROR may be
+  *held* for a resubmission instead of emitted (`hold_for_resubmit`): its input
+  keeps its slot and stays owed, with the ERROR outcome kept as its fallback.
+  The new job is reported with `resubmitted`, which answers like `submitted`
+  (a job created after a stop is abandoned: its id is kept). A held input whose
+  resubmission cannot happen (a stop, an error that stops awaiting, a 402) has
+  its fallback emitted, so that it still gets exactly one outcome.
 - Ordered runs hand outcomes over in index order; once the run has ended, what
   is held is handed over in index order even where an index is missing.
 """
@@ -81,6 +88,7 @@ class RunBook:
         self.abandoned: list[str] = []  # ids whose POST returned after the run stopped
         self._ready: deque[Outcome] = deque()  # completion order
         self._held: dict[int, Outcome] = {}  # ordered runs: index -> outcome
+        self.resubmitting: dict[int, Outcome] = {}  # index -> its ERROR outcome, held
         self._next_index = 0
         self._errors: dict[Ending, BaseException] = {}
         self._input_done = False
@@ -135,6 +143,46 @@ class RunBook:
         self.pending[request_id] = index
         return True
 
+    def hold_for_resubmit(self, request_id: str, outcome: Outcome) -> bool:
+        """An awaited job ended ERROR and the policy resubmits it: hold `outcome`.
+
+        Returns:
+            Whether it is held (the shell then resubmits the input). False when
+            the job was no longer awaited, or the run may submit nothing more;
+            the shell then reports it with `finished` as usual.
+        """
+        if request_id not in self.pending or self._submits_nothing_more():
+            return False
+        del self.pending[request_id]
+        self.resubmitting[outcome.index] = outcome
+        return True
+
+    def may_resubmit(self, index: int) -> bool:
+        """Right before a held input's new POST: whether it may go (else its fallback was
+        emitted, or is emitted now: a stop, an error that stops awaiting, or a 402 came)."""
+        if index not in self.resubmitting:
+            return False
+        if self._submits_nothing_more() or Ending.WALLET_EMPTY in self._errors:
+            self.give_up_resubmit(index)
+            return False
+        return True
+
+    def give_up_resubmit(self, index: int, replacement: Outcome | None = None) -> None:
+        """The held input will not be resubmitted: emit its fallback (or `replacement`,
+        the outcome of a resubmission that failed, when it is still held)."""
+        fallback = self.resubmitting.pop(index, None)
+        if fallback is not None:
+            self.emit(fallback if replacement is None else replacement)
+
+    def resubmitted(self, index: int, request_id: str) -> bool:
+        """A new job was created for held input `index`; return whether to await it."""
+        self.resubmitting.pop(index, None)
+        if self.phase is Phase.STOPPED or self._stops_awaiting():
+            self.abandoned.append(request_id)
+            return False
+        self.pending[request_id] = index
+        return True
+
     def abandon(self, request_id: str) -> None:
         """A job was created but cannot be awaited (its journal record failed): keep its id."""
         self.abandoned.append(request_id)
@@ -168,14 +216,20 @@ class RunBook:
         dropped: list[str] = []
         if ending.stops_awaiting:
             dropped = list(self.pending)
+            self._release_resubmissions()
             if self.phase is not Phase.STOPPED:
                 self.phase = Phase.ENDED
         self._maybe_ended()
         return dropped
 
     def stop(self) -> list[str]:
-        """The consumer left: return the ids to stop awaiting (they stay pending)."""
+        """The consumer left: return the ids to stop awaiting (they stay pending).
+
+        Held resubmissions get their fallback outcome (it is then unconsumed).
+        """
         already = self.phase is Phase.STOPPED
+        if not already:
+            self._release_resubmissions()
         self.phase = Phase.STOPPED
         return [] if already else list(self.pending)
 
@@ -220,6 +274,13 @@ class RunBook:
         return (*self._ready, *held)
 
     # Helpers ----------------------------------------------------------------------
+
+    def _submits_nothing_more(self) -> bool:
+        return self.phase is Phase.STOPPED or self._stops_awaiting()
+
+    def _release_resubmissions(self) -> None:
+        for index in list(self.resubmitting):
+            self.give_up_resubmit(index)
 
     def _stops_awaiting(self) -> bool:
         return any(ending.stops_awaiting for ending in self._errors)

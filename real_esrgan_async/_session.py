@@ -43,10 +43,6 @@ logger = logging.getLogger("real_esrgan_async")
 #: a wait that starts a moment later (a callback that beat the submit's answer,
 #: a wait on a job another wait just saw finish) resolves at once, without a call.
 RECENT_TERMINAL = 1024
-#: After a terminal callback, the confirming call may find the job still running:
-#: the gateway lags its own callback by a moment. Look again after these delays
-#: (seconds) before leaving the job to the safety net.
-RECONFIRM_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)
 #: Status calls that callbacks may cost one job, in all: a flood of forged terminal
 #: callbacks with the right token costs no more (the safety net still checks it).
 MAX_CONFIRMATIONS_PER_JOB = 8
@@ -95,7 +91,9 @@ class Session:
         webhooks: WebhookSettings,
     ) -> None:
         self.gateway = gateway
-        self.poller = Poller(gateway, poll_policy, on_terminal=self.saw_terminal)
+        self.poller = Poller(
+            gateway, poll_policy, on_terminal=self.saw_terminal, on_state=ledger.record_state
+        )
         self.ledger = ledger
         self.webhooks = webhooks
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -107,11 +105,14 @@ class Session:
         self._recent: OrderedDict[str, JobState] = OrderedDict()
         self._late: dict[str, Callable[[JobState], None]] = {}
         self._early: OrderedDict[str, tuple[JobState, MutableMapping[str, int]]] = OrderedDict()
-        self._confirming: dict[str, anyio.Event] = {}  # request_id -> "look now" nudge
+        self._confirming: set[str] = set()  # a confirmation is on the wire
         self._confirmations: dict[str, int] = {}  # request_id -> calls spent, while unfinished
         self._posts_on_the_wire = 0
         self._no_post_on_the_wire = anyio.Event()
         self._no_post_on_the_wire.set()
+        #: Called with each callback about a job not known here: a fleet relays it to
+        #: the worker that waits on it (`_keyed.Keys.relay_callbacks`).
+        self.forward_callback: Callable[[JobState], None] | None = None
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Start the session's work (the poller, later confirmations and feeders).
@@ -263,23 +264,24 @@ class Session:
             # Another process's job, a finished one, a forgery, or one whose submit has
             # not returned yet: no call is spent on it.
             counts["ignored"] += 1
+            if self.forward_callback is not None:
+                self.forward_callback(state)
             if state.status.is_terminal and request_id not in self._recent:
                 self._early[request_id] = (state, counts)
                 while len(self._early) > EARLY_CALLBACKS:
                     self._early.popitem(last=False)
             return
+        self.ledger.record_callback(request_id)  # (a check that finds it finished says so)
         if not state.status.is_terminal or not self.webhooks.confirm:
             self.observe(state)
             return
-        nudge = self._confirming.get(request_id)
-        if nudge is not None:
+        if request_id in self._confirming:
             counts["coalesced"] += 1
-            nudge.set()  # a confirmation waiting to look again looks now
             return
         if self._confirmations.get(request_id, 0) >= MAX_CONFIRMATIONS_PER_JOB:
             counts["coalesced"] += 1
-            return  # enough spent on this job's callbacks: the safety net checks it
-        self._confirming[request_id] = anyio.Event()
+            return  # enough spent on this job's callbacks: its checks find it
+        self._confirming.add(request_id)
         self.start_soon(self._confirm, request_id, counts)
 
     def _apply_early_callback(self, request_id: str) -> None:
@@ -290,36 +292,29 @@ class Session:
             self.accept_callback(state, counts)
 
     async def _confirm(self, request_id: str, counts: MutableMapping[str, int]) -> None:
+        spent = self._confirmations.get(request_id, 0)
+        self._confirmations[request_id] = spent + 1
+        counts["confirmations"] += 1
         try:
-            for attempt, delay in enumerate((0.0, *RECONFIRM_DELAYS)):
-                if delay:
-                    nudge = self._confirming[request_id] = anyio.Event()
-                    with anyio.move_on_after(delay):
-                        await nudge.wait()
-                    if not self.is_ours(request_id):
-                        return  # seen finished meanwhile, or nobody waits any more
-                spent = self._confirmations.get(request_id, 0)
-                if spent >= MAX_CONFIRMATIONS_PER_JOB:
-                    return
-                self._confirmations[request_id] = spent + 1
-                counts["confirmations"] += 1
-                state = await self.gateway.status(request_id)
-                self.observe(state)
-                if state.status.is_terminal:
-                    return
-                if attempt == 0:
-                    counts["unconfirmed"] += 1
-                    logger.warning(
-                        "a callback said %s had finished; the gateway says %s (a forgery?) "
-                        "or the gateway lags its own callback: checking again soon",
-                        request_id,
-                        state.status.value,
-                    )
+            state = await self.gateway.status(request_id)
         except (APIError, InvalidRequestError) as exc:
-            # Never raised into the client's task group: the safety net looks again.
+            # Never raised into the session's task group: the safety net looks again.
             logger.warning("could not confirm the callback about %s: %s", request_id, exc)
+            return
         finally:
-            del self._confirming[request_id]
+            self._confirming.discard(request_id)
+        self.observe(state)
+        if not state.status.is_terminal:
+            counts["unconfirmed"] += 1
+            logger.warning(
+                "a callback said %s had finished; the gateway says %s (a forgery?) "
+                "or the gateway lags its own callback: checking again soon",
+                request_id,
+                state.status.value,
+            )
+            # The scheduler looks again at a short, bounded backoff (coalesced with the
+            # job's other checks), not at the safety net's interval.
+            self.poller.expect_finish(request_id)
 
     # Lifecycle -----------------------------------------------------------------------
 

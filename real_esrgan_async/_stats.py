@@ -21,6 +21,8 @@ class Stats:
         retries: Requests sent again after a transient failure or a 429.
         rate_limited: 429 answers received.
         ambiguous_submits: Submits whose fate is unknown (a job may exist).
+        resubmitted: Inputs submitted again after their job ended ERROR (each
+            resubmission is also counted in `submitted`; see `ResubmitPolicy`).
     """
 
     submitted: int = 0
@@ -32,6 +34,7 @@ class Stats:
     retries: int = 0
     rate_limited: int = 0
     ambiguous_submits: int = 0
+    resubmitted: int = 0
 
     @property
     def finished(self) -> int:
@@ -58,6 +61,7 @@ class Counters:
         "errored",
         "failed",
         "rate_limited",
+        "resubmitted",
         "retries",
         "status_calls",
         "submitted",
@@ -72,6 +76,7 @@ class Counters:
         self.retries = 0
         self.rate_limited = 0
         self.ambiguous_submits = 0
+        self.resubmitted = 0
 
     def snapshot(self, *, in_flight: int) -> Stats:
         """An immutable copy, with the number of jobs in flight."""
@@ -85,4 +90,5 @@ class Counters:
             retries=self.retries,
             rate_limited=self.rate_limited,
             ambiguous_submits=self.ambiguous_submits,
+            resubmitted=self.resubmitted,
         )

@@ -27,6 +27,7 @@ import contextlib
 import enum
 import os
 import threading
+import time
 import weakref
 from collections.abc import (
     AsyncIterator,
@@ -50,14 +51,18 @@ import anyio.to_thread
 import httpx
 
 from . import _download
-from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, WebhookMode
-from ._exceptions import InvalidRequestError, JobsUnfinishedError
+from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, LocalInput, WebhookMode
+from ._events import JobEvent
+from ._exceptions import InvalidRequestError, JobsUnfinishedError, JobSystemError
 from ._fanout import UpscaleRun
+from ._hosts import ImageHost
 from ._journal import Journal
-from ._models import Job, JobState, Outcome, UpscaleRequest
+from ._models import Job, JobState, Outcome, Status, UpscaleRequest
+from ._resubmit import ResubmitPolicy, resubmit_delay
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
+from ._store import Store
 
 T = TypeVar("T")
 Backend = Literal["asyncio", "trio"]
@@ -110,12 +115,20 @@ class RealESRGAN:
         webhook_mode: Default ``X-Webhook-Mode``: ``"terminal"`` or ``"sync"``.
         webhook_confirm: See `AsyncRealESRGAN`.
         webhook_secret: The token put in callback URLs (at least 22 URL-safe
-            characters), to share one receiver between processes.
+            characters, not hand-made: e.g. ``secrets.token_urlsafe(32)``), to
+            share one receiver between processes.
         allow_insecure_webhooks: Accept ``http://`` webhook URLs to loopback hosts.
         max_download_bytes: Largest output `download` accepts.
         on_progress: Called with a `Stats` snapshot each time a job is
             submitted or seen finished. It runs on the client's own thread:
             keep it quick, and call no blocking method of this client in it.
+        allow_insecure_http: See `AsyncRealESRGAN`.
+        on_event: Called with a `JobEvent` for each change of each job (see
+            `AsyncRealESRGAN`); on the client's own thread, like `on_progress`.
+        resubmit: Jobs that end ERROR (not charged) are resubmitted: True
+            (the default `ResubmitPolicy`), False, or a `ResubmitPolicy`.
+        image_host: Where local files and bytes are published (see `AsyncRealESRGAN`).
+        store: Where `idempotency_key`s are recorded (see `AsyncRealESRGAN`).
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -144,9 +157,18 @@ class RealESRGAN:
         allow_insecure_webhooks: bool = False,
         max_download_bytes: int = _download.DEFAULT_MAX_BYTES,
         on_progress: Callable[[Stats], None] | None = None,
+        allow_insecure_http: bool = False,
+        on_event: Callable[[JobEvent], None] | None = None,
+        resubmit: ResubmitPolicy | bool = True,
+        image_host: ImageHost | None = None,
+        store: Store | None = None,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # The key leaves this frame's locals before anything can raise (a traceback
+        # formatted with locals must not show it): it is only on the call's stack.
+        secret = [api_key]
+        del api_key
         if backend not in ("asyncio", "trio"):
             raise InvalidRequestError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
         if backend_options is not None and not isinstance(backend_options, Mapping):
@@ -157,7 +179,7 @@ class RealESRGAN:
         # (nothing in it is bound to an event loop before it is opened), so bad options
         # fail at once.
         self._async = AsyncRealESRGAN(
-            api_key,
+            secret.pop(),
             base_url=base_url,
             timeout=timeout,
             max_connections=max_connections,
@@ -171,8 +193,14 @@ class RealESRGAN:
             allow_insecure_webhooks=allow_insecure_webhooks,
             max_download_bytes=max_download_bytes,
             on_progress=on_progress,
+            allow_insecure_http=allow_insecure_http,
+            on_event=on_event,
+            resubmit=resubmit,
+            image_host=image_host,
+            store=store,
         )
         self.base_url = self._async.base_url
+        self.resubmit_policy = self._async.resubmit_policy
         self.backend: Backend = backend
         self._backend_options = dict(backend_options or {})
         self._state = _State.UNOPENED
@@ -189,9 +217,11 @@ class RealESRGAN:
         self._idle: anyio.Event | None = None
 
     def __repr__(self) -> str:
+        # Tolerates a half-built client: a traceback formatted with locals reprs `self`.
+        state = getattr(self, "_state", _State.UNOPENED)
         return (
-            f"<RealESRGAN base_url={str(self.base_url)!r} backend={self.backend!r} "
-            f"state={self._state.value}>"
+            f"<RealESRGAN base_url={str(getattr(self, 'base_url', None))!r} "
+            f"backend={getattr(self, 'backend', None)!r} state={state.value}>"
         )
 
     # Lifecycle ------------------------------------------------------------------
@@ -428,12 +458,13 @@ class RealESRGAN:
 
     def submit(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
         webhook_url: str | None = None,
         webhook_mode: WebhookMode | None = None,
+        idempotency_key: str | None = None,
     ) -> Job:
         """Submit one paid job ($0.002) and return it as soon as it is queued.
 
@@ -450,6 +481,34 @@ class RealESRGAN:
         client = self._async
         return self._call(
             lambda: client.submit(
+                image,
+                scale=scale,
+                face_enhance=face_enhance,
+                webhook_url=webhook_url,
+                webhook_mode=webhook_mode,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def resubmit(
+        self,
+        previous: Job | str,
+        image: ImageInput | LocalInput,
+        *,
+        scale: int | None = None,
+        face_enhance: bool | None = None,
+        webhook_url: str | None = None,
+        webhook_mode: WebhookMode | None = None,
+    ) -> Job:
+        """Submit `image` again as a new paid job replacing `previous`, which ended ERROR.
+
+        Same arguments and errors as `AsyncRealESRGAN.resubmit`: `submit`'s,
+        booked as a resubmission (``stats().resubmitted``, a RESUBMITTED event).
+        """
+        client = self._async
+        return self._call(
+            lambda: client.resubmit(
+                previous,
                 image,
                 scale=scale,
                 face_enhance=face_enhance,
@@ -493,20 +552,49 @@ class RealESRGAN:
 
     def upscale(
         self,
-        image: ImageInput,
+        image: ImageInput | LocalInput,
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> JobState:
-        """Submit one job and wait for it: `submit` then `wait`. Same errors as both."""
+        """Submit one job and wait for it: `submit` then `wait`. Same errors as both.
+
+        A job that ends ERROR (not charged) is resubmitted as the client's
+        `ResubmitPolicy` says, as `AsyncRealESRGAN.upscale` does (not under an
+        `idempotency_key`, whose record is the job).
+        """
+        if idempotency_key is not None:
+            client = self._async
+            return self._call(
+                lambda: client.upscale(
+                    image,
+                    scale=scale,
+                    face_enhance=face_enhance,
+                    timeout=timeout,
+                    idempotency_key=idempotency_key,
+                ),
+                on_close=lambda: JobsUnfinishedError(
+                    (), "the client was closed during a keyed upscale"
+                ),
+            )
         job = self.submit(image, scale=scale, face_enhance=face_enhance)
-        try:
-            return self.wait(job, timeout=timeout)
-        except RuntimeError as exc:  # closed between the submit and the wait
-            raise JobsUnfinishedError(
-                (job.request_id,), "the client was closed during the wait"
-            ) from exc
+        resubmits = 0
+        while True:
+            try:
+                return self.wait(job, timeout=timeout)
+            except JobSystemError:
+                delay = resubmit_delay(self.resubmit_policy, Status.ERROR, resubmits)
+                if delay is None:
+                    raise
+                time.sleep(delay)  # (this is the caller's thread, not the loop's)
+            except RuntimeError as exc:  # closed between the submit and the wait
+                raise JobsUnfinishedError(
+                    (job.request_id,), "the client was closed during the wait"
+                ) from exc
+            resubmits += 1
+            job = self.resubmit(job, image, scale=scale, face_enhance=face_enhance)
 
     def upscale_many(
         self,
@@ -519,6 +607,7 @@ class RealESRGAN:
         ordered: bool = False,
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
+        resubmit: ResubmitPolicy | bool | None = None,
     ) -> SyncUpscaleRun:
         """Upscale a stream of images; iterate the result for one `Outcome` per input.
 
@@ -552,6 +641,7 @@ class RealESRGAN:
                 ordered=ordered,
                 journal=journal,
                 resubmit_ambiguous=resubmit_ambiguous,
+                resubmit=resubmit,
             )
             self._runs.add(run)
             return run

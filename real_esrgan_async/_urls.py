@@ -14,10 +14,20 @@ import httpx
 from ._exceptions import InvalidRequestError
 
 MAX_URL_LENGTH = 2048
+#: Longest URL accepted from the gateway (a signed output URL can be long; refusing a
+#: COMPLETED answer over its length would cost the caller the result).
+MAX_GATEWAY_URL_LENGTH = 16384
 
 
-def check_image_url(value: object, *, field: str = "image") -> str:
+def check_image_url(
+    value: object, *, field: str = "image", max_length: int = MAX_URL_LENGTH
+) -> str:
     """Return `value` if it is an absolute http(s) URL the provider could fetch.
+
+    Args:
+        value: The URL.
+        field: Its name, for the message.
+        max_length: The longest accepted.
 
     Raises:
         InvalidRequestError: `value` is not a string, or the URL is malformed,
@@ -32,9 +42,9 @@ def check_image_url(value: object, *, field: str = "image") -> str:
             f"{field} must be an absolute http(s) URL with no spaces or control characters "
             f"(percent-encode them), got {value[:80]!r}"
         )
-    if len(value) > MAX_URL_LENGTH:
+    if len(value) > max_length:
         raise InvalidRequestError(
-            f"{field} is {len(value)} characters long; at most {MAX_URL_LENGTH} are allowed"
+            f"{field} is {len(value)} characters long; at most {max_length} are allowed"
         )
     try:
         url = httpx.URL(value)
@@ -52,6 +62,33 @@ def check_image_url(value: object, *, field: str = "image") -> str:
             f"{field} must not embed credentials (user:password@); got a URL for host {url.host!r}"
         )
     return value
+
+
+def check_base_url(url: object, *, allow_insecure: bool) -> str:
+    """Return `url` if the API key may be sent to it.
+
+    The key travels in a header of every gateway request: over ``http://`` it
+    would cross the network in clear text. Plain http is therefore accepted
+    only to a loopback host (an emulator on this machine), or when the caller
+    says so explicitly.
+
+    Args:
+        url: The gateway's base URL.
+        allow_insecure: Accept ``http://`` to any host (a trusted private network).
+
+    Raises:
+        InvalidRequestError: `url` is malformed, or is ``http://`` to a host
+            that is not loopback while `allow_insecure` is False.
+    """
+    checked = check_image_url(url, field="base_url")
+    if not allow_insecure and not is_https(checked) and not is_loopback_url(checked):
+        raise InvalidRequestError(
+            f"base_url {checked[:80]!r} is plain http:// to {httpx.URL(checked).host!r}: the API "
+            "key would cross the network in clear text. Use https://, or http:// to a loopback "
+            "host (localhost, 127.0.0.1, ::1); pass allow_insecure_http=True only for a "
+            "network you trust"
+        )
+    return checked
 
 
 def is_private_host(url: str) -> bool:

@@ -22,6 +22,7 @@ TITLES = {
     "throughput": "### 2. Throughput ceiling (instant jobs)",
     "memory": "### 3. Memory and CPU at scale",
     "ratelimit": "### 4. Rate-limited run",
+    "fleet": "### Fleet: four workers on one store vs four independent clients",
 }
 
 
@@ -73,6 +74,17 @@ def test_polling_quick_loses_no_job(tmp_path: Path) -> None:
     for name in ("library (PollPolicy defaults)", "fixed 5 s, task per job (provider)"):
         assert ran[name]["status_calls"] >= jobs
     assert "status calls per completed job" in output
+    # The simulated comparison: every schedule saw every job, the oracle costs one call each
+    # with no delay, and the Pareto chart is a PNG.
+    model = figures["model"]
+    simulated = model["setup"]["jobs"] * len(model["setup"]["seeds"])
+    for name, row in model["rows"].items():
+        if row["kind"] != "best":
+            assert simulated == row["jobs"], name
+        assert row["calls_per_job"] >= 1.0, name
+    oracle = model["rows"]["oracle (one call at completion)"]
+    assert (1.0, 0.0) == (oracle["calls_per_job"], oracle["delay_p95"])
+    assert Path(model["chart"]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 @pytest.mark.timeout(180)
@@ -115,3 +127,10 @@ def test_ratelimit_quick_is_throttled_and_loses_nothing(tmp_path: Path) -> None:
         assert 0 == variant["lost"], name
         assert 0 == variant["paid_twice"], name
         assert variant["rate_limited_server"] > 0, name
+
+
+@pytest.mark.timeout(180)
+def test_fleet_quick_pays_once_per_key_and_shares_the_rate_limit(tmp_path: Path) -> None:
+    """On one store, four workers pay exactly once per distinct key and meet fewer 429s."""
+    output, _ = run_quick("fleet", tmp_path)
+    assert "[met] paid jobs == distinct keys on one store" in output

@@ -109,7 +109,9 @@ async def test_faults_lose_nothing_and_pay_nothing_twice() -> None:
     with running_emulator(config) as gateway:
         images = [f"{gateway.base_url}/samples/tiny.png?n={n}" for n in range(200)]
         async with client_for(gateway) as client:
-            outcomes = [o async for o in client.upscale_many(images, max_in_flight=20)]
+            # (resubmit=False: one POST per input; tests/test_resubmit.py covers ERROR resubmits.)
+            run = client.upscale_many(images, max_in_flight=20, resubmit=False)
+            outcomes = [o async for o in run]
             unfinished = client.unfinished_request_ids
         stats = gateway.emulator.stats()
         jobs_by_request = {
@@ -135,8 +137,10 @@ async def test_faults_lose_nothing_and_pay_nothing_twice() -> None:
 
 
 async def test_a_throttled_gateway_is_waited_out() -> None:
+    # A window long enough that even a loaded machine sends more than 10 submits in one
+    # (with 0.5 s, a slow run could stay under the limit and never meet a 429).
     config = EmulatorConfig(
-        time_scale=0.0, fetch_inputs=False, error_rate=0.0, rate_limit=10, rate_limit_window=0.5
+        time_scale=0.0, fetch_inputs=False, error_rate=0.0, rate_limit=10, rate_limit_window=2.0
     )
     with running_emulator(config) as gateway:
         images = [f"{gateway.base_url}/samples/tiny.png?n={n}" for n in range(25)]

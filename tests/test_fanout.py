@@ -43,7 +43,8 @@ async def test_a_thousand_mixed_inputs_give_exactly_one_outcome_each(
     """COMPLETED/FAILED/ERROR/429/5xx/ambiguous mixed: one outcome per input, bound kept."""
     kinds = ["ok", "ok", "ok", "fail", "error", "throttled", "flaky", "ambiguous"]
     images = [url(kinds[n % len(kinds)], n) for n in range(1000)]
-    outcomes = await collect(client.upscale_many(images, max_in_flight=50))
+    # (resubmit=False: ERROR jobs would be POSTed again; tests/test_resubmit.py covers that.)
+    outcomes = await collect(client.upscale_many(images, max_in_flight=50, resubmit=False))
 
     assert list(range(1000)) == sorted(o.index for o in outcomes)
     expected_errors = {

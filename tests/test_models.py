@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from real_esrgan_async import (
     InvalidRequestError,
@@ -170,3 +172,33 @@ def test_timestamps_are_timezone_aware(text: str, expected: datetime) -> None:
     parsed = parse_timestamp(text)
     assert expected == parsed
     assert parsed.tzinfo is not None
+
+
+# Gateway ids are checked for shape --------------------------------------------------------
+
+
+@given(st.text(max_size=300))
+def test_an_accepted_request_id_is_a_plain_bounded_printable_token(request_id: str) -> None:
+    """Whatever the gateway sends, an id that gets through can steer no path or line."""
+    try:
+        state = JobState.from_json({"request_id": request_id, "status": "QUEUED"})
+    except ResponseValidationError as exc:
+        refusal = str(exc)
+    else:
+        refusal = ""
+    if refusal:
+        assert refusal.startswith("field 'request_id' must be")
+        return
+    accepted = state.request_id
+    assert request_id == accepted
+    assert 1 <= len(accepted) <= 256
+    assert accepted.isprintable()
+    assert accepted == accepted.strip()
+    assert "/" not in accepted
+    assert "\\" not in accepted
+    assert accepted not in (".", "..")
+
+
+def test_a_documented_request_id_is_accepted() -> None:
+    rid = "real-esrgan_019dxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+    assert rid == JobState.from_json({"request_id": rid, "status": "QUEUED"}).request_id

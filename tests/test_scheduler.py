@@ -15,6 +15,11 @@ from hypothesis import strategies as st
 
 from real_esrgan_async._scheduler import PollPolicy, PollScheduler
 
+#: The schedule without a latency target (``target_delay=None``): initial delay, learned
+#: quantiles, backoff. Most tests of this file specify it; tests/test_scheduler_target.py
+#: specifies the target schedule, the default.
+LEGACY = PollPolicy(target_delay=None)
+
 
 def middle() -> float:
     """An rng whose jitter factor is exactly 1."""
@@ -55,7 +60,7 @@ def check_times(s: PollScheduler, request_id: str, until: float) -> list[float]:
 def test_before_learning_the_first_check_comes_after_initial_delay_then_gaps_grow_to_the_cap() -> (
     None
 ):
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     s.add_waiter("a", now=0.0)
 
     # gaps 1, 1.6, 2.56, 4.096, 6.5536, then 10.48576 capped to max_interval 10
@@ -64,8 +69,8 @@ def test_before_learning_the_first_check_comes_after_initial_delay_then_gaps_gro
 
 
 def test_jitter_scales_each_delay_within_plus_or_minus_jitter() -> None:
-    low = PollScheduler(PollPolicy(jitter=0.2), rng=lambda: 0.0)
-    high = PollScheduler(PollPolicy(jitter=0.2), rng=lambda: 0.999999)
+    low = PollScheduler(PollPolicy(target_delay=None, jitter=0.2), rng=lambda: 0.0)
+    high = PollScheduler(PollPolicy(target_delay=None, jitter=0.2), rng=lambda: 0.999999)
     low.add_waiter("a", now=100.0)
     high.add_waiter("a", now=100.0)
 
@@ -74,8 +79,12 @@ def test_jitter_scales_each_delay_within_plus_or_minus_jitter() -> None:
 
 
 def test_delays_are_clamped_to_min_interval_and_the_first_check_to_max_first_check() -> None:
-    early = PollScheduler(PollPolicy(initial_delay=0.01, min_interval=0.5), rng=middle)
-    late = PollScheduler(PollPolicy(initial_delay=100.0, max_interval=100.0), rng=middle)
+    early = PollScheduler(
+        PollPolicy(target_delay=None, initial_delay=0.01, min_interval=0.5), rng=middle
+    )
+    late = PollScheduler(
+        PollPolicy(target_delay=None, initial_delay=100.0, max_interval=100.0), rng=middle
+    )
     early.add_waiter("a", now=0.0)
     late.add_waiter("a", now=0.0)
 
@@ -84,7 +93,7 @@ def test_delays_are_clamped_to_min_interval_and_the_first_check_to_max_first_che
 
 
 def test_learned_first_and_second_checks_land_at_the_quantiles_then_gaps_grow() -> None:
-    s = PollScheduler(PollPolicy(first_check_quantile=0.8), rng=middle)
+    s = PollScheduler(PollPolicy(target_delay=None, first_check_quantile=0.8), rng=middle)
     teach(s, [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], now=0.0)
     assert (8.0, 10.0) == s.learned_quantiles  # nearest rank: the 8th and 10th of 10
 
@@ -95,7 +104,7 @@ def test_learned_first_and_second_checks_land_at_the_quantiles_then_gaps_grow() 
 
 
 def test_a_second_quantile_too_close_to_the_first_falls_back_to_the_backoff_gap() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     teach(s, [5.0] * 8, now=0.0)
     s.add_waiter("a", now=10.0)
 
@@ -104,7 +113,7 @@ def test_a_second_quantile_too_close_to_the_first_falls_back_to_the_backoff_gap(
 
 
 def test_with_no_min_interval_a_zero_quantile_spread_backs_off_from_initial_delay() -> None:
-    s = PollScheduler(PollPolicy(min_interval=0.0, min_samples=1), rng=middle)
+    s = PollScheduler(PollPolicy(target_delay=None, min_interval=0.0, min_samples=1), rng=middle)
     teach(s, [5.0], now=0.0)
     s.add_waiter("a", now=10.0)
 
@@ -113,7 +122,7 @@ def test_with_no_min_interval_a_zero_quantile_spread_backs_off_from_initial_dela
 
 
 def test_an_id_scheduled_before_learning_is_rescheduled_with_the_learned_quantiles() -> None:
-    s = PollScheduler(PollPolicy(first_check_quantile=0.8), rng=middle)
+    s = PollScheduler(PollPolicy(target_delay=None, first_check_quantile=0.8), rng=middle)
     s.add_waiter("early", now=0.0)
     teach(s, [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], now=0.5)
 
@@ -126,7 +135,7 @@ def test_an_id_scheduled_before_learning_is_rescheduled_with_the_learned_quantil
 
 
 def test_duration_is_the_midpoint_between_last_seen_running_and_seen_done() -> None:
-    s = PollScheduler(PollPolicy(min_samples=1), rng=middle)
+    s = PollScheduler(PollPolicy(target_delay=None, min_samples=1), rng=middle)
     s.add_waiter("a", now=0.0)
     s.on_state("a", terminal=False, now=4.0)
     s.on_state("a", terminal=True, now=6.0)
@@ -135,7 +144,7 @@ def test_duration_is_the_midpoint_between_last_seen_running_and_seen_done() -> N
 
 
 def test_a_job_never_seen_running_counts_from_its_submission() -> None:
-    s = PollScheduler(PollPolicy(min_samples=1), rng=middle)
+    s = PollScheduler(PollPolicy(target_delay=None, min_samples=1), rng=middle)
     s.add_waiter("a", now=10.0, submitted_at=2.0)
     s.on_state("a", terminal=True, now=12.0)  # e.g. a webhook: no check was needed
 
@@ -143,7 +152,7 @@ def test_a_job_never_seen_running_counts_from_its_submission() -> None:
 
 
 def test_quantiles_are_unknown_until_min_samples_and_forget_beyond_learn_window() -> None:
-    policy = PollPolicy(min_samples=2, learn_window=2, first_check_quantile=0.5)
+    policy = PollPolicy(target_delay=None, min_samples=2, learn_window=2, first_check_quantile=0.5)
     s = PollScheduler(policy, rng=middle)
     teach(s, [1.0], now=0.0)
     assert None is s.learned_quantiles
@@ -157,7 +166,7 @@ def test_quantiles_are_unknown_until_min_samples_and_forget_beyond_learn_window(
 
 
 def test_two_waiters_on_one_id_share_one_check_and_one_terminal_state_resolves_both() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     first = s.add_waiter("a", now=0.0)
     second = s.add_waiter("a", now=0.5)
 
@@ -168,7 +177,7 @@ def test_two_waiters_on_one_id_share_one_check_and_one_terminal_state_resolves_b
 
 
 def test_a_terminal_state_from_elsewhere_resolves_without_any_check() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     token = s.add_waiter("a", now=0.0)
 
     assert [token] == s.on_state("a", terminal=True, now=0.5)
@@ -178,7 +187,7 @@ def test_a_terminal_state_from_elsewhere_resolves_without_any_check() -> None:
 
 
 def test_late_and_duplicate_results_are_ignored() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     token = s.add_waiter("a", now=0.0)
     s.due(1.0)
 
@@ -191,7 +200,7 @@ def test_late_and_duplicate_results_are_ignored() -> None:
 
 
 def test_a_running_state_from_elsewhere_ends_a_check_in_progress_and_reschedules() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     s.add_waiter("a", now=0.0)
     assert ["a"] == s.due(1.0)
     assert None is s.next_wakeup(1.0)  # nothing to do until the check is answered
@@ -203,7 +212,7 @@ def test_a_running_state_from_elsewhere_ends_a_check_in_progress_and_reschedules
 
 
 def test_a_running_state_from_elsewhere_defers_an_imminent_check_by_min_interval() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     s.add_waiter("a", now=0.0)
 
     s.on_state("a", terminal=False, now=0.9)
@@ -212,7 +221,7 @@ def test_a_running_state_from_elsewhere_defers_an_imminent_check_by_min_interval
 
 
 def test_removing_the_last_waiter_drops_the_id_and_removal_is_idempotent() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     first = s.add_waiter("a", now=0.0)
     second = s.add_waiter("a", now=0.0)
 
@@ -226,7 +235,7 @@ def test_removing_the_last_waiter_drops_the_id_and_removal_is_idempotent() -> No
 
 
 def test_forget_returns_the_waiters_of_an_id_and_stops_its_checks() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     tokens = [s.add_waiter("a", now=0.0), s.add_waiter("a", now=0.0)]
     s.add_waiter("b", now=0.0)
 
@@ -236,7 +245,7 @@ def test_forget_returns_the_waiters_of_an_id_and_stops_its_checks() -> None:
 
 
 def test_expired_returns_waiters_whose_deadline_passed_and_drops_ids_left_alone() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     patient = s.add_waiter("a", now=0.0, deadline=50.0)
     hasty = s.add_waiter("a", now=0.0, deadline=0.5)
     alone = s.add_waiter("b", now=0.0, deadline=0.7)
@@ -253,7 +262,7 @@ def test_expired_returns_waiters_whose_deadline_passed_and_drops_ids_left_alone(
 
 
 def test_a_failed_check_is_retried_after_the_backoff_gap_from_the_failure() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     s.add_waiter("a", now=0.0)
     s.due(1.0)
 
@@ -265,7 +274,7 @@ def test_a_failed_check_is_retried_after_the_backoff_gap_from_the_failure() -> N
 
 
 def test_a_failed_check_is_not_retried_sooner_than_min_interval() -> None:
-    s = PollScheduler(PollPolicy(initial_delay=0.01, backoff=1.0), rng=middle)
+    s = PollScheduler(PollPolicy(target_delay=None, initial_delay=0.01, backoff=1.0), rng=middle)
     s.add_waiter("a", now=0.0)
     assert ["a"] == s.due(0.25)
 
@@ -275,7 +284,7 @@ def test_a_failed_check_is_not_retried_sooner_than_min_interval() -> None:
 
 
 def test_pause_blocks_due_and_moves_next_wakeup_and_never_shortens() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     s.add_waiter("a", now=0.0)
 
     s.pause_until(30.0)
@@ -287,7 +296,7 @@ def test_pause_blocks_due_and_moves_next_wakeup_and_never_shortens() -> None:
 
 
 def test_pause_does_not_hold_back_deadlines() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     token = s.add_waiter("a", now=0.0, deadline=5.0)
     s.pause_until(30.0)
 
@@ -296,7 +305,7 @@ def test_pause_does_not_hold_back_deadlines() -> None:
 
 
 def test_the_budget_hands_out_at_most_burst_at_once_then_refills_at_the_rate() -> None:
-    s = PollScheduler(rng=middle)  # 50 checks/s, burst 50
+    s = PollScheduler(LEGACY, rng=middle)  # 50 checks/s, burst 50
     for i in range(1000):
         s.add_waiter(f"id{i}", now=0.0)
 
@@ -310,7 +319,7 @@ def test_the_budget_hands_out_at_most_burst_at_once_then_refills_at_the_rate() -
 
 
 def test_ids_come_out_of_due_in_due_order() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     for request_id, submitted_at in [("c", 3.0), ("a", 1.0), ("b", 2.0)]:
         s.add_waiter(request_id, now=3.0, submitted_at=submitted_at)
 
@@ -318,7 +327,7 @@ def test_ids_come_out_of_due_in_due_order() -> None:
 
 
 def test_next_wakeup_is_none_when_nothing_is_tracked_and_never_in_the_past() -> None:
-    s = PollScheduler(rng=middle)
+    s = PollScheduler(LEGACY, rng=middle)
     assert None is s.next_wakeup(0.0)
 
     s.add_waiter("a", now=0.0)
@@ -366,7 +375,7 @@ def test_policy_accepts_no_budget_and_ints_for_seconds() -> None:
 
 # -- the safety net (jobs that report by webhook) -------------------------------------------
 
-SAFETY = PollPolicy(jitter=0.0, safety_net_interval=60.0, safety_net_factor=2.0)
+SAFETY = PollPolicy(target_delay=None, jitter=0.0, safety_net_interval=60.0, safety_net_factor=2.0)
 
 
 def test_on_the_safety_net_before_learning_checks_come_every_interval_from_submission() -> None:
@@ -470,7 +479,7 @@ def test_safety_net_ids_and_normal_ids_keep_their_own_schedules() -> None:
 
 
 def test_safety_net_jitter_only_shortens_the_interval() -> None:
-    jittery = PollPolicy(jitter=0.2, safety_net_interval=60.0)
+    jittery = PollPolicy(target_delay=None, jitter=0.2, safety_net_interval=60.0)
     low = PollScheduler(jittery, rng=lambda: 0.0)
     high = PollScheduler(jittery, rng=lambda: 0.999999)
     low.add_waiter("a", now=0.0, safety_net=True)
@@ -495,13 +504,24 @@ def test_is_tracked_follows_the_waiters() -> None:
     interval=st.sampled_from([5.0, 30.0, 60.0]),
     jitter=st.sampled_from([0.0, 0.1, 0.5]),
     seed=st.integers(0, 2**32 - 1),
+    target=st.sampled_from([None, 5.0]),
 )
 def test_on_the_safety_net_a_lost_callback_is_found_within_an_interval_at_one_check_per_interval(
-    durations: list[float], delivered: list[bool], interval: float, jitter: float, seed: int
+    durations: list[float],
+    delivered: list[bool],
+    interval: float,
+    jitter: float,
+    seed: int,
+    target: float | None,
 ) -> None:
     """Checks of a job come at most `interval` apart, about one per interval; a job whose
     callback is lost is found by a check at most `interval` after it ended."""
-    policy = PollPolicy(jitter=jitter, safety_net_interval=interval, max_checks_per_second=None)
+    policy = PollPolicy(
+        target_delay=target,
+        jitter=jitter,
+        safety_net_interval=interval,
+        max_checks_per_second=None,
+    )
     s = PollScheduler(policy, rng=random.Random(seed).random)
     done = {f"j{i}": d for i, d in enumerate(durations)}
     callbacks = sorted((d, f"j{i}") for i, d in enumerate(durations) if delivered[i])
@@ -544,7 +564,7 @@ def test_ten_thousand_ids_with_deadlines_cost_well_under_600_bytes_each() -> Non
         s = PollScheduler(PollPolicy(max_checks_per_second=None), rng=random.Random(0).random)
         for request_id, now in zip(ids, times, strict=True):
             s.add_waiter(request_id, now=now, deadline=now + 3600)
-        check_and_answer(s, 11.0)  # each id checked once and rescheduled
+        check_and_answer(s, 70.0)  # each id checked once (by max_first_check) and rescheduled
         per_id = (tracemalloc.get_traced_memory()[0] - before) / len(ids)
     finally:
         tracemalloc.stop()
@@ -775,6 +795,9 @@ policies = st.builds(
     learn_window=st.sampled_from([8, 64]),
     max_checks_per_second=st.sampled_from([None, 1.0, 5.0, 50.0]),
     burst=st.sampled_from([1, 5, 50]),
+    # Both schedules; the budget fixed (its growth is specified in test_scheduler_target.py).
+    target_delay=st.sampled_from([None, 2.0, 5.0]),
+    budget_increase=st.just(0.0),
 )
 seeds = st.integers(0, 2**32 - 1)
 
@@ -832,7 +855,7 @@ def test_without_pause_or_budget_an_unfinished_job_is_checked_at_least_every_max
 def realistic_run(seed: int, jobs: int = 2000, per_second: float = 2.0) -> dict[str, float]:
     """Jobs timed like the hosted gateway, checked with the default policy; no wall clock."""
     r = random.Random(seed)
-    s = PollScheduler(rng=r.random)
+    s = PollScheduler(LEGACY, rng=r.random)
     submitted: list[tuple[float, float]] = []  # (submitted at, done at)
     t = 0.0
     for _ in range(jobs):
@@ -878,7 +901,7 @@ def test_with_realistic_timings_jobs_take_few_checks_and_are_found_promptly() ->
 
 def test_a_known_duration_is_learned_instead_of_the_midpoint() -> None:
     """The gateway's timestamps give the true run time; the midpoint would halve it."""
-    policy = PollPolicy(min_samples=1, jitter=0.0, first_check_quantile=0.5)
+    policy = PollPolicy(target_delay=None, min_samples=1, jitter=0.0, first_check_quantile=0.5)
     scheduler = PollScheduler(policy, rng=lambda: 0.5)
     scheduler.add_waiter("a", now=0.0)
     scheduler.on_state("a", terminal=True, now=10.0, duration=9.0)

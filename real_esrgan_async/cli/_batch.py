@@ -52,6 +52,7 @@ import attrs
 from real_esrgan_async import (
     AsyncRealESRGAN,
     DownloadError,
+    ImageHost,
     InvalidRequestError,
     JournalError,
     Outcome,
@@ -61,6 +62,7 @@ from real_esrgan_async import (
     UpscaleRun,
 )
 
+from ._local import Publisher
 from ._output import Output, one_line
 from ._parser import ExitCode
 from ._progress import Progress, make_progress, wants_progress
@@ -301,8 +303,10 @@ class _TimedInputs:
     out here is the outcome with ``index == n``.
     """
 
-    def __init__(self, inputs: AsyncIterator[Input]) -> None:
+    def __init__(self, inputs: AsyncIterator[Input], publisher: Publisher | None = None) -> None:
         self._inputs = inputs
+        #: Publishes the local files among the inputs (``--image-host``).
+        self.publisher = publisher
         self._next_index = 0
         #: Pulled inputs whose outcome has not arrived yet.
         self.taken: dict[int, _Taken] = {}
@@ -312,9 +316,12 @@ class _TimedInputs:
 
     async def __anext__(self) -> str:
         item = await anext(self._inputs)
+        url = item.url
+        if self.publisher is not None:
+            url = await self.publisher.url_for(self._next_index, item.url)
         self.taken[self._next_index] = _Taken(item, anyio.current_time())
         self._next_index += 1
-        return item.url
+        return url
 
 
 async def run_batch(
@@ -325,6 +332,7 @@ async def run_batch(
     report: Report,
     progress: Progress,
     output: Output,
+    publisher: Publisher | None = None,
 ) -> None:
     """Upscale every input, save the outputs, and record everything in `report`.
 
@@ -341,9 +349,10 @@ async def run_batch(
         report: Filled in as outcomes arrive.
         progress: Told about every change.
         output: Where each input that is not saved gets a line on stderr.
+        publisher: Publishes the local files among the inputs, if any.
     """
     runner = _Runner(client, options, report, progress, output)
-    timed = _TimedInputs(inputs)
+    timed = _TimedInputs(inputs, publisher)
     started = anyio.current_time()
     try:
         # The journal outlives the downloads: each one marks its output saved.
@@ -359,6 +368,8 @@ async def run_batch(
         report.stop_error = exc
     finally:
         runner.record_paid_ids_at_stop(timed)
+        if publisher is not None:
+            await publisher.aclose()
         report.stats = client.stats()
         report.wall_time = anyio.current_time() - started
 
@@ -409,6 +420,8 @@ class _Runner:
         async with run:
             async for outcome in run:
                 taken = timed.taken.pop(outcome.index)
+                if timed.publisher is not None:
+                    timed.publisher.finished(outcome)
                 latency = None
                 # A job has a latency worth counting, unless an earlier run started it.
                 if outcome.request_id is not None and not outcome.resumed:
@@ -602,6 +615,7 @@ def execute_batch(
     json: bool,
     total: int | None,
     emulated: bool = False,
+    image_host: ImageHost | None = None,
 ) -> ExitCode:
     """Run a batch to its end, print its summary and say how the command should exit.
 
@@ -614,6 +628,7 @@ def execute_batch(
         json: Print the JSON document instead of the human summary.
         total: How many inputs there are, when known (for the progress bar).
         emulated: The gateway is the embedded emulator (nothing is charged).
+        image_host: Publishes the local files among the inputs.
 
     Returns:
         The exit status (see `ExitCode`).
@@ -643,7 +658,13 @@ def execute_batch(
                 async with anyio.create_task_group() as run_scope:
                     run_scope.start_soon(_cancel_on_ctrl_c, run_scope.cancel_scope, report)
                     await run_batch(
-                        client, inputs, options, report=report, progress=progress, output=output
+                        client,
+                        inputs,
+                        options,
+                        report=report,
+                        progress=progress,
+                        output=output,
+                        publisher=None if image_host is None else Publisher(image_host),
                     )
                     run_scope.cancel_scope.cancel()  # done: stop listening for Ctrl+C
             finally:

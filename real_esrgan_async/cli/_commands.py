@@ -42,6 +42,7 @@ from ._batch import (
     execute_batch,
     make_client,
 )
+from ._local import check_local_inputs, local_inputs, parse_image_host
 from ._output import PROG, Output
 from ._parser import BASE_URL_ENV, ExitCode
 from ._progress import wants_progress
@@ -82,10 +83,29 @@ def _options(args: argparse.Namespace) -> BatchOptions:
 
 
 def run_upscale_command(args: argparse.Namespace, output: Output) -> int:
-    """``real-esrgan upscale URL...``."""
+    """``real-esrgan upscale URL_OR_FILE...``: local files go through ``--image-host``."""
     gateway = gateway_access(args, output)
     if gateway is None:
         return ExitCode.USAGE
+    image_host = None
+    local = local_inputs(args.urls, with_host=args.image_host is not None)
+    if local:
+        if args.image_host is None:
+            output.error(
+                f"{local[0]!r} is a local file, and the gateway fetches only URLs: pass "
+                "--image-host s3://BUCKET/PREFIX to publish local files through your bucket"
+            )
+            return ExitCode.USAGE
+        errors = check_local_inputs(local)
+        for error in errors:
+            output.error(error)
+        if errors:
+            return ExitCode.USAGE
+        try:
+            image_host = parse_image_host(args.image_host, endpoint_url=args.endpoint_url)
+        except InvalidRequestError as exc:
+            output.error(str(exc))
+            return ExitCode.USAGE
     return execute_batch(
         output,
         gateway,
@@ -94,6 +114,7 @@ def run_upscale_command(args: argparse.Namespace, output: Output) -> int:
         backend=args.backend,
         json=args.json,
         total=len(args.urls),
+        image_host=image_host,
     )
 
 

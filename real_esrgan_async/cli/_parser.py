@@ -253,11 +253,28 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
         help="upscale the images at one or more URLs",
         description="Upscale the images at the given URLs and save the PNGs as they finish.",
         epilog=f"examples:\n  {PROG} upscale https://example.com/cat.jpg --scale 2\n"
-        f"  {PROG} upscale https://a.example/1.png https://a.example/2.png --out big/\n\n"
-        + _NAMING,
+        f"  {PROG} upscale https://a.example/1.png https://a.example/2.png --out big/\n"
+        f"  {PROG} upscale ./photos/*.jpg --image-host s3://my-bucket/real-esrgan\n\n" + _NAMING,
         redact=redact,
     )
-    upscale.add_argument("urls", metavar="URL", nargs="+", help="an image URL (http or https)")
+    upscale.add_argument(
+        "urls",
+        metavar="URL_OR_FILE",
+        nargs="+",
+        help="an image URL (http or https), or a local image file (with --image-host)",
+    )
+    local = upscale.add_argument_group("local files")
+    local.add_argument(
+        "--image-host",
+        metavar="s3://BUCKET/PREFIX",
+        help="publish local files to this S3-compatible bucket under short-lived signed URLs "
+        "(credentials from the AWS_* environment; needs the s3 extra)",
+    )
+    local.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="the S3-compatible store's URL (MinIO, R2, ...); default AWS_ENDPOINT_URL, else AWS",
+    )
     _add_backend(upscale)
 
     batch = commands.add_parser(

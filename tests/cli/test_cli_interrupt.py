@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import random
 import signal
 import threading
 import time
@@ -102,3 +104,39 @@ def _press_ctrl_c_once(gateway: RunningEmulator, jobs: int) -> None:
             return  # never interrupt pytest itself; the test's assertions fail instead
         time.sleep(0.005)
     os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_every_paid_id_is_in_the_json_after_ctrl_c_at_random_moments(
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """A batch from stdin (no journal): each job the gateway created is reported, as a
+    result (saved, or finished and not saved) or as an unfinished id, whenever Ctrl+C comes."""
+    rng = random.Random(20261201)
+    for attempt in range(4):
+        with running_emulator(fast_config(time_scale=0.02)) as gateway:
+            urls = [f"{gateway.sample_url('pattern.png')}?n={n}" for n in range(24)]
+            monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(urls) + "\n"))
+            delay = rng.uniform(0.05, 0.6)
+
+            def press_ctrl_c(delay: float = delay, gateway: RunningEmulator = gateway) -> None:
+                deadline = time.monotonic() + 10
+                while not gateway.emulator.request_ids():
+                    if time.monotonic() > deadline:
+                        return
+                    time.sleep(0.002)
+                time.sleep(delay)
+                os.kill(os.getpid(), signal.SIGINT)
+
+            presser = threading.Thread(target=press_ctrl_c, daemon=True)
+            presser.start()
+            result = run_cli(
+                "batch", "-", "--out", tmp_path / str(attempt), "--json", "--concurrency", "8",
+                "--backend", backend, *gateway_args(gateway),
+            )  # fmt: skip
+            presser.join()
+            paid = set(gateway.emulator.request_ids())
+        document = json.loads(result.out)
+        reported = {r["request_id"] for r in document["results"] if r["request_id"]}
+        reported |= set(document["summary"]["unfinished_request_ids"])
+        assert paid == reported, (attempt, result.code)

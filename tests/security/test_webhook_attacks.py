@@ -425,6 +425,10 @@ async def test_the_throttle_remembers_a_bounded_number_of_jobs(
 # A flood of forged terminal callbacks ------------------------------------------------------------
 
 
+#: Re-checks the scheduler makes after an unconfirmed terminal callback (0.5, 1, 2, 4, 4 s).
+EXPECT_FINISH_CHECKS = 5
+
+
 @pytest.mark.anyio
 async def test_a_thousand_forged_terminal_callbacks_cost_a_bounded_number_of_status_calls(
     attacker: Attacker, receiver: WebhookReceiver, gateway: Gateway, client: AsyncRealESRGAN
@@ -452,7 +456,10 @@ async def test_a_thousand_forged_terminal_callbacks_cost_a_bounded_number_of_sta
         assert [] == results
         tg.cancel_scope.cancel()
 
-    assert MAX_CONFIRMATIONS_PER_JOB == calls_during_the_flood
+    # Each confirmation that finds the job running asks the scheduler for its few quick
+    # re-checks (the gateway may lag its own callback): still a bound, whatever the flood.
+    assert MAX_CONFIRMATIONS_PER_JOB <= calls_during_the_flood
+    assert calls_during_the_flood <= MAX_CONFIRMATIONS_PER_JOB * (1 + EXPECT_FINISH_CHECKS)
     counts = receiver.counts
     assert (1000, MAX_CONFIRMATIONS_PER_JOB) == (counts["accepted"], counts["confirmations"])
 
@@ -568,8 +575,8 @@ def test_the_filter_redacts_messages_tuples_and_mappings_and_keeps_every_record(
 
 
 def test_the_readme_filter_snippet_redacts_and_survives_uvicorns_logging_setup() -> None:
-    """The README adds the filter at import time; uvicorn configures logging afterwards (its
-    `dictConfig` replaces handlers and levels of `uvicorn.access`, not its filters)."""
+    """The README's snippet adds the filter in the app's lifespan, after uvicorn configured
+    its logging; the record of a callback is then printed without the token."""
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Keep the token out of access logs", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
@@ -582,8 +589,10 @@ def test_the_readme_filter_snippet_redacts_and_survives_uvicorns_logging_setup()
         for lg in [logging.getLogger(name)]
     }
     try:
-        exec(match.group(1), {"client": client})
-        logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
+        namespace: dict[str, Any] = {}
+        exec(match.group(1), namespace)
+        logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)  # uvicorn starts...
+        namespace["redact_token"](client)  # ...then the app's lifespan adds the filter
         url = client.webhook_callback_url()
         record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "%s", (url,), None)
         assert logging.getLogger("uvicorn.access").filter(record)

@@ -11,20 +11,34 @@ from pathlib import Path
 import httpx
 
 from real_esrgan_async import (
+    AmbiguousSubmitError,
     AsyncRealESRGAN,
+    IdempotencyKeyMismatchError,
+    ImageHost,
+    ImageHostError,
     InsufficientBalanceError,
     Job,
     JobError,
     JobState,
     JobsUnfinishedError,
     Journal,
+    LocalImage,
     Outcome,
+    OutputExpiredError,
     PollPolicy,
+    PublishedImage,
     RealESRGAN,
+    RedisStore,
     RetryPolicy,
+    S3ImageHost,
     SQLiteJournal,
+    SQLiteStore,
     Stats,
     Status,
+    Store,
+    StoreError,
+    StoreMismatchError,
+    StoreUnavailableError,
     SyncUpscaleRun,
     UpscaleRequest,
     UpscaleRun,
@@ -144,3 +158,55 @@ def notebook() -> None:
         print(exc.request_ids)
     finally:
         client.close()
+
+
+async def local_files(folder: Path) -> list[JobState]:
+    host: ImageHost = S3ImageHost(
+        "my-bucket", "real-esrgan/", endpoint_url="https://s3.example.com", expires=3600.0
+    )
+    states: list[JobState] = []
+    async with AsyncRealESRGAN("key", image_host=host) as client:
+        for path in sorted(folder.glob("*.jpg")):
+            try:
+                states.append(await client.upscale(path, scale=2))
+            except ImageHostError as exc:
+                print(exc)
+        states.append(await client.upscale(b"\x89PNG...", scale=4))
+    return states
+
+
+class MyHost:
+    async def publish(self, image: LocalImage, *, valid_for: float) -> PublishedImage:
+        return PublishedImage(f"https://cdn.example.com/{image.digest}", image.digest, image)
+
+    async def retract(self, published: PublishedImage) -> None:
+        del published
+
+
+def blocking_local(path: Path) -> JobState:
+    with RealESRGAN("key", image_host=MyHost()) as client:
+        return client.upscale(path)
+
+
+async def fleet_worker(item_id: str, image: str) -> JobState:
+    store: Store = RedisStore(
+        "redis://127.0.0.1:6379/0", prefix="crawler", submit_rate=10.0, submit_burst=20
+    )
+    async with AsyncRealESRGAN(store=store) as client:
+        try:
+            job: Job = await client.submit(image, idempotency_key=f"{item_id}:submit")
+            del job
+            return await client.upscale(image, scale=2, idempotency_key=item_id)
+        except (AmbiguousSubmitError, OutputExpiredError, IdempotencyKeyMismatchError):
+            raise
+        except StoreUnavailableError as exc:
+            raise StoreError(str(exc)) from exc
+
+
+def one_machine(item_id: str) -> JobState:
+    with RealESRGAN(store=SQLiteStore("keys.db", lease=60.0)) as client:
+        return client.upscale("https://example.com/a.jpg", idempotency_key=item_id)
+
+
+def refused(exc: StoreMismatchError) -> str:
+    return str(exc)
