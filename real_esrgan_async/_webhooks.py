@@ -16,6 +16,13 @@ A callback is a hint, never the truth:
 - The gateway may stop calling a slow or failing receiver, so the receiver answers
   first and works afterwards; the work (a status call) runs in the client's task
   group, never in the request's task.
+- Whoever holds the token can still send anything, so nothing a request can do
+  is unbounded: a body is capped in size (413), in nesting depth (400) and in
+  the time it takes to arrive (408); signs of life for one job are taken at
+  most once per `HEARTBEAT_MIN_GAP` (the rest cost nothing); the status calls
+  that terminal callbacks may cost one job are capped by the session.
+- The token sits in the URL path, which access logs print: `WebhookTokenFilter`
+  redacts it.
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any, Protocol
+
+import anyio
 
 from . import _options
 from ._exceptions import ResponseValidationError
@@ -38,6 +49,19 @@ logger = logging.getLogger("real_esrgan_async")
 MAX_BODY_BYTES = 64 * 1024
 #: Longest ``request_id`` accepted in a callback (the gateway's are about 50 characters).
 MAX_REQUEST_ID_LENGTH = 256
+#: Deepest nesting of arrays and objects accepted in a callback body. The documented
+#: body nests 3 deep; a body of 64 KiB of ``[`` would make the JSON parser recurse
+#: until a `RecursionError` (a 500) without this bound.
+MAX_JSON_DEPTH = 32
+#: Longest time, in seconds, that a callback's body may take to arrive, by default.
+#: The gateway sends its 2 KiB at once; a client trickling bytes would otherwise
+#: hold a connection (and a task) for as long as it likes.
+BODY_TIMEOUT = 10.0
+#: Shortest time, in seconds, between two signs of life (non-terminal callbacks)
+#: acted on for one job; those in between are answered 200 and dropped at no cost.
+HEARTBEAT_MIN_GAP = 0.25
+#: Jobs whose last sign of life is remembered for `HEARTBEAT_MIN_GAP`.
+HEARTBEAT_MEMORY = 4096
 _COUNTS = (
     "accepted",
     "ignored",
@@ -46,7 +70,9 @@ _COUNTS = (
     "unconfirmed",
     "forbidden",
     "too_large",
+    "too_slow",
     "malformed",
+    "throttled",
     "unavailable",
 )
 
@@ -55,6 +81,16 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+# A JSON string (escapes included), to skip when counting brackets: a bracket in a
+# string does not nest. Unrolled and possessive: linear time, no backtracking.
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+class _TooLarge:
+    """What `WebhookReceiver._receive_body` returns for a body over the limit."""
 
 
 # Parsing -----------------------------------------------------------------------------
@@ -86,6 +122,12 @@ def parse_webhook(
             raise ResponseValidationError(
                 f"the callback body is {len(body)} bytes long; at most {max_bytes} are accepted"
             )
+        raw = body.encode("utf-8", "replace") if isinstance(body, str) else body
+        if _too_deep(raw):
+            raise ResponseValidationError(
+                f"the callback body nests arrays and objects more than {MAX_JSON_DEPTH} deep "
+                "(or its brackets do not match)"
+            )
         try:
             body = json.loads(body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
@@ -102,6 +144,26 @@ def parse_webhook(
             f"with no surrounding spaces, got {request_id[:80]!r}"
         )
     return state
+
+
+def _too_deep(raw: bytes) -> bool:
+    """Whether `raw` nests brackets deeper than `MAX_JSON_DEPTH` (or its brackets do not match).
+
+    A scan before parsing, so that the parser never recurses that far. A
+    normal body has a handful of brackets and costs two counts; others lose
+    their strings (a bracket in a string does not nest) and everything but
+    brackets, then their innermost pairs, one level a pass, all in C.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    for _ in range(MAX_JSON_DEPTH):
+        # All the innermost pairs at once: exactly one level a pass, whatever the kinds.
+        shorter = _INNERMOST_PAIR.sub(b"", brackets)
+        if len(shorter) == len(brackets):  # empty, or nothing left to pair
+            break
+        brackets = shorter
+    return bool(brackets)
 
 
 # The receiver ------------------------------------------------------------------------
@@ -132,10 +194,12 @@ class WebhookReceiver:
 
     Each callback is answered at once: 200 when it is well formed (also when
     it is about a job nobody here waits on, which is then ignored), 403 for a
-    wrong token, 413 for a body over `max_body_bytes`, 400 for a body not in
-    the documented shape, 405 for a method other than POST, 503 while the
-    client is not open. Only after answering does it act, and only for jobs
-    this client waits on or has not seen finish:
+    wrong token, 413 for a body over `max_body_bytes`, 408 for a body that
+    took longer than `body_timeout` to arrive, 400 for a body not in the
+    documented shape (or nested deeper than `MAX_JSON_DEPTH`), 405 for a
+    method other than POST, 503 while the client is not open. Only after
+    answering does it act, and only for jobs this client waits on or has not
+    seen finish:
 
     - a terminal callback triggers one status call (at most one in flight per
       job: duplicates are coalesced) whose answer resolves the waiters; with
@@ -146,7 +210,8 @@ class WebhookReceiver:
     - a terminal callback that arrives before the submit's answer was read is
       kept, and acted on as soon as the submit returns its id;
     - a non-terminal (sync mode) callback is a sign of life: it puts the
-      safety-net check later and never replaces a terminal state.
+      safety-net check later and never replaces a terminal state; one a job
+      per `HEARTBEAT_MIN_GAP` is acted on, the rest are dropped (``throttled``).
 
     Serve it in the event loop the client runs in (an app whose lifespan
     opens the client does). Several worker processes behind one URL each
@@ -158,18 +223,33 @@ class WebhookReceiver:
         client: The client whose jobs the callbacks are about. It may be
             opened later (e.g. in the app's lifespan).
         max_body_bytes: Largest body read; a longer one is refused unread.
+        body_timeout: Seconds a body may take to arrive, from the moment its
+            token was checked; a slower one is answered 408 and the
+            connection closed, so that a client trickling bytes cannot pin
+            it. Bound the time headers may take in your server too.
 
     Raises:
-        InvalidRequestError: `max_body_bytes` is not a positive int.
+        InvalidRequestError: `max_body_bytes` is not a positive int, or
+            `body_timeout` not a positive number.
     """
 
-    def __init__(self, client: SessionOwner, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        client: SessionOwner,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        body_timeout: float = BODY_TIMEOUT,
+    ) -> None:
         _options.number(
             "WebhookReceiver", "max_body_bytes", max_body_bytes, ">= 1", lambda v: v >= 1, kind=int
         )
+        _options.number("WebhookReceiver", "body_timeout", body_timeout, "> 0", lambda v: v > 0)
         self._client = client
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self._counts = dict.fromkeys(_COUNTS, 0)
+        # request_id -> when its last sign of life was acted on (oldest first).
+        self._heartbeats: OrderedDict[str, float] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<WebhookReceiver for {self._client!r}>"
@@ -182,8 +262,10 @@ class WebhookReceiver:
         no job of this client; ``confirmations``: status calls made,
         ``coalesced``: duplicates that found one in flight, ``unconfirmed``:
         confirmations that found the job not finished (a forgery, or the
-        gateway lagging its own callback). Refused: ``forbidden`` (token),
-        ``too_large``, ``malformed``, ``unavailable`` (client not open).
+        gateway lagging its own callback), ``throttled``: signs of life
+        dropped, within `HEARTBEAT_MIN_GAP` of the last one acted on for
+        their job. Refused: ``forbidden`` (token), ``too_large``,
+        ``too_slow`` (408), ``malformed``, ``unavailable`` (client not open).
         """
         return MappingProxyType(self._counts)
 
@@ -206,7 +288,24 @@ class WebhookReceiver:
         Raises:
             RuntimeError: The client is not open.
         """
-        self._client.session().accept_callback(state, self._counts)
+        self._act(self._client.session(), state)
+
+    def _act(self, session: Session, state: JobState) -> None:
+        """Hand `state` to the session, unless it is a sign of life that came too soon."""
+        request_id = state.request_id
+        if not state.status.is_terminal and session.is_ours(request_id):
+            # Each sign of life replans the job's safety-net check: whoever holds the
+            # token could otherwise make the client do that work as fast as they send.
+            now = anyio.current_time()
+            last = self._heartbeats.get(request_id)
+            if last is not None and now - last < HEARTBEAT_MIN_GAP:
+                self._counts["throttled"] += 1
+                return
+            self._heartbeats[request_id] = now
+            self._heartbeats.move_to_end(request_id)
+            while len(self._heartbeats) > HEARTBEAT_MEMORY:
+                self._heartbeats.popitem(last=False)
+        session.accept_callback(state, self._counts)
 
     # ASGI ------------------------------------------------------------------------------
 
@@ -250,7 +349,7 @@ class WebhookReceiver:
         if session.closed:
             self._counts["ignored"] += 1
             return
-        session.accept_callback(state, self._counts)
+        self._act(session, state)
 
     async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or None once a refusal was sent (or the caller left)."""
@@ -264,6 +363,22 @@ class WebhookReceiver:
                 if int(value) > limit:
                     await self._too_large(send)
                     return None
+        # The deadline covers the receiving only: a refusal is never cut in half.
+        with anyio.move_on_after(self.body_timeout) as deadline:
+            body = await self._receive_body(receive)
+        if deadline.cancelled_caught:
+            self._counts["too_slow"] += 1
+            logger.info("refused a callback whose body took over %s s to arrive", self.body_timeout)
+            # The rest of the body is never read: the connection cannot carry another request.
+            await _respond(send, 408, b"body too slow", [(b"connection", b"close")])
+            return None
+        if isinstance(body, _TooLarge):
+            await self._too_large(send)
+            return None
+        return body
+
+    async def _receive_body(self, receive: Receive) -> bytes | _TooLarge | None:
+        """The body; `_TooLarge` as soon as it passes the limit; None if the caller left."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -272,9 +387,8 @@ class WebhookReceiver:
                 return None
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
-            if size > limit:  # chunked, or a lying Content-Length: stop reading
-                await self._too_large(send)
-                return None
+            if size > self.max_body_bytes:  # chunked, or a lying Content-Length: stop reading
+                return _TooLarge()
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -282,6 +396,60 @@ class WebhookReceiver:
     async def _too_large(self, send: Send) -> None:
         self._counts["too_large"] += 1
         await _respond(send, 413, b"body too large")
+
+
+# Logs ---------------------------------------------------------------------------------
+
+
+class WebhookSettingsOwner(Protocol):
+    """A client whose webhook token is known (`AsyncRealESRGAN` is one)."""
+
+    @property
+    def webhooks(self) -> WebhookSettings:
+        """The client's webhook settings, its token among them."""
+        ...
+
+
+class WebhookTokenFilter(logging.Filter):
+    """A logging filter that replaces a client's webhook token with ``***``.
+
+    The token is the last path segment of every callback URL, and servers'
+    access logs print paths: uvicorn's default one writes
+    ``"POST /hooks/real-esrgan/<token> HTTP/1.1" 200``, and anyone who reads
+    the log can then send callbacks. Add the filter to the logger that prints
+    them, before the server starts::
+
+        logging.getLogger("uvicorn.access").addFilter(WebhookTokenFilter(client))
+
+    It rewrites the record's message and every str among its arguments (a
+    tuple, as uvicorn's, or a mapping), so that every handler and formatter
+    sees the redacted text; it never drops a record.
+
+    Args:
+        client: The client whose token to redact.
+    """
+
+    def __init__(self, client: WebhookSettingsOwner) -> None:
+        super().__init__()
+        self._token = client.webhooks.token
+
+    def __repr__(self) -> str:
+        return "<WebhookTokenFilter>"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the token from `record` in place; always True (keep the record)."""
+        record.msg = self._redact(record.msg)
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(self._redact(arg) for arg in args)
+        elif isinstance(args, Mapping):
+            record.args = {key: self._redact(value) for key, value in args.items()}
+        return True
+
+    def _redact(self, value: object) -> object:
+        if isinstance(value, str) and self._token in value:
+            return value.replace(self._token, "***")
+        return value
 
 
 async def _respond(

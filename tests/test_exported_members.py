@@ -67,6 +67,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "UpscaleRequest",
         "UpscaleRun",
         "WebhookReceiver",
+        "WebhookTokenFilter",
         "__version__",
         "parse_webhook",
     }

@@ -432,7 +432,7 @@ def test_closing_lets_a_submit_on_the_wire_finish_and_keeps_its_id() -> None:
 
 
 def test_the_webhook_callback_url_carries_the_clients_token() -> None:
-    secret = "s" * 22
+    secret = "Xq7-pL2vN9_tR4mK8sW3yB"
     client = RealESRGAN("key", webhook_url="https://app.example/hooks", webhook_secret=secret)
     assert f"https://app.example/hooks/{secret}" == client.webhook_callback_url()
     assert f"https://other.example/h/{secret}" == client.webhook_callback_url(

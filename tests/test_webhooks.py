@@ -228,7 +228,7 @@ def test_a_per_call_url_gets_the_token_too_and_keeps_its_query(fake: FakeGateway
 
 
 def test_a_shared_secret_is_the_token_of_every_client_that_has_it(fake: FakeGateway) -> None:
-    secret = "s" * 30
+    secret = "Xq7-pL2vN9_tR4mK8sW3yB6c"  # strong: mixed kinds, no repeats
     one, two = make_client(fake, webhook_secret=secret), make_client(fake, webhook_secret=secret)
 
     assert f"{HOOK}/{secret}" == one.webhook_callback_url() == two.webhook_callback_url()
