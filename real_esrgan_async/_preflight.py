@@ -155,13 +155,23 @@ class Preflight:
                 return response.status_code
             head = bytearray()
             complete = True
-            async for chunk in response.aiter_bytes():
-                head += chunk
-                if len(head) >= HEADER_BYTES:
-                    # A host that ignored the range sends the whole image: stop here;
-                    # closing the stream drops the connection.
-                    complete = False
-                    break
+            chunks = response.aiter_bytes()
+            try:
+                async for chunk in chunks:
+                    head += chunk
+                    if len(head) >= HEADER_BYTES and not response.is_closed:
+                        # A host that ignored the range sends the whole image: the
+                        # connection is dropped here, and the next read ends the
+                        # stream's generators with an error (left suspended, trio
+                        # would warn of each when it is collected).
+                        complete = False
+                        await response.aclose()
+            except Exception as exc:
+                if complete:
+                    raise
+                logger.debug(
+                    "preflight of %s: stopped reading (%s)", redact(url), type(exc).__name__
+                )
             if response.status_code == 206 and complete:
                 complete = _range_was_whole(response, len(head))
             return probe(bytes(head[:HEADER_BYTES]), complete=complete)
