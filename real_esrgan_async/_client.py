@@ -37,6 +37,7 @@ from ._keyed import Keys
 from ._ledger import Ledger
 from ._local_images import PublishedImage, describe
 from ._models import Job, JobState, Outcome, Resolution, Status, UpscaleRequest, unwrap
+from ._preflight import Preflight
 from ._resubmit import ResubmitPolicy, as_policy, resubmit_delay
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
@@ -132,6 +133,13 @@ class AsyncRealESRGAN:
             `RedisStore` (a fleet; it may also hold a fleet-wide submit budget
             and shares each 429's pause with every worker). Opened with the
             client and closed with it.
+        preflight: Before each paid POST, read the input's first 64 KiB from
+            its own host (a ranged GET without the key) and refuse, with an
+            `InvalidRequestError` and nothing paid, an input over the model's
+            2,096,704-pixel limit or one that is not a decodable image; the
+            size learned lets the poll schedule fit the job. Off by default
+            (see the README's "Preflight" section: it fetches caller-given URLs
+            from this process's network).
 
     Raises:
         InvalidRequestError: No key was given or found, or an option is invalid
@@ -161,6 +169,7 @@ class AsyncRealESRGAN:
         resubmit: ResubmitPolicy | bool = True,
         image_host: ImageHost | None = None,
         store: Store | None = None,
+        preflight: bool = False,
     ) -> None:
         owner = "AsyncRealESRGAN"
         # The key leaves this frame's locals before anything can raise: a traceback
@@ -173,6 +182,7 @@ class AsyncRealESRGAN:
             allow_insecure_http=allow_insecure_http,
             webhook_confirm=webhook_confirm,
             allow_insecure_webhooks=allow_insecure_webhooks,
+            preflight=preflight,
         )
         base_url = check_base_url(
             base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
@@ -210,6 +220,7 @@ class AsyncRealESRGAN:
         self.webhook_confirm = webhook_confirm
         self.max_connections = max_connections
         self.max_download_bytes = max_download_bytes
+        self.preflight = preflight
         # Never derived from the API key: the callback URL is seen by the provider and
         # by every proxy and log on its way.
         self._webhooks = WebhookSettings(
@@ -267,6 +278,7 @@ class AsyncRealESRGAN:
             poll_policy=self._poll_policy,
             ledger=self._ledger,
             webhooks=self._webhooks,
+            preflight=Preflight() if self.preflight else None,
         )
         task_group = anyio.create_task_group()
         await task_group.__aenter__()

@@ -495,7 +495,7 @@ class _Run:
         except _FATAL as exc:
             self._fail(Ending.FATAL, exc)
             return
-        except RealESRGANError as exc:
+        except (RealESRGANError, InvalidRequestError) as exc:  # (preflight refused the input)
             self._emit(Outcome(index, request, error=exc))
             return
         if self._book.submitted(index, job.request_id):

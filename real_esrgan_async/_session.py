@@ -34,6 +34,7 @@ from ._gateway import Gateway
 from ._ledger import Ledger
 from ._models import Job, JobState, UpscaleRequest
 from ._poller import Callback, Poller
+from ._preflight import Preflight
 from ._scheduler import PollPolicy
 from ._webhook_urls import url_with_token
 
@@ -50,6 +51,10 @@ MAX_CONFIRMATIONS_PER_JOB = 8
 #: returns (the gateway may call back before its 202 is read). Bounded: a flood of
 #: callbacks with the right token but made-up ids costs memory, never calls.
 EARLY_CALLBACKS = 256
+#: Input sizes learned by preflight, kept from the submit until the job is watched
+#: (a fan-out watches at once; a `submit` whose job is never waited on here is
+#: forgotten oldest first).
+PREFLIGHT_SIZES = 4096
 
 
 @attrs.frozen
@@ -89,8 +94,11 @@ class Session:
         poll_policy: PollPolicy,
         ledger: Ledger,
         webhooks: WebhookSettings,
+        preflight: Preflight | None = None,
     ) -> None:
         self.gateway = gateway
+        self.preflight = preflight
+        self._sizes: OrderedDict[str, float] = OrderedDict()  # request_id -> megapixels
         self.poller = Poller(
             gateway, poll_policy, on_terminal=self.saw_terminal, on_state=ledger.record_state
         )
@@ -155,7 +163,11 @@ class Session:
         records it, whatever `on_created` does: the paid id is never dropped.
         `before_send` is awaited right before the POST goes on the wire.
 
+        With preflight on, the input's header is read from its host first.
+
         Raises:
+            InvalidRequestError: Preflight found the input over the model's pixel
+                limit or not a decodable image; nothing was sent to the gateway.
             AmbiguousSubmitError: Sent, but whether a job exists is unknown.
             APIStatusError, APIConnectionError: Refused or unreachable; nothing paid.
         """
@@ -163,8 +175,15 @@ class Session:
         # it could use connections that are being closed.
         await anyio.lowlevel.checkpoint_if_cancelled()
         webhook = "X-Webhook-URL" in headers
+        megapixels = None
+        if self.preflight is not None:
+            megapixels = await self.preflight.check(request.image)
 
         def created(job: Job) -> None:
+            if megapixels is not None:
+                self._sizes[job.request_id] = megapixels
+                while len(self._sizes) > PREFLIGHT_SIZES:
+                    self._sizes.popitem(last=False)
             try:
                 if on_created is not None:
                     on_created(job)
@@ -192,11 +211,19 @@ class Session:
         self.observe(state)
         return state
 
-    def watch(self, request_id: str, callback: Callback, *, timeout: float | None = None) -> int:
+    def watch(
+        self,
+        request_id: str,
+        callback: Callback,
+        *,
+        timeout: float | None = None,
+        megapixels: float | None = None,
+    ) -> int:
         """Call `callback` once, when `request_id` finishes or its wait ends; return a token.
 
         A job that reports by webhook is checked only by the slow safety net.
-        A job seen finished a moment ago resolves at once.
+        A job seen finished a moment ago resolves at once. `megapixels`, the
+        input's size, is by default what preflight learned at its submit.
         """
         if self._closed:
             raise RuntimeError("this AsyncRealESRGAN is closed; create a new client")
@@ -208,6 +235,7 @@ class Session:
             callback,
             timeout=timeout,
             safety_net=self.ledger.reports_by_webhook(request_id),
+            megapixels=self._sizes.pop(request_id, None) if megapixels is None else megapixels,
         )
         if recent is not None:
             self.poller.observe(recent)
@@ -350,3 +378,5 @@ class Session:
         if self._tasks is not None:
             await self._work_done.wait()
         await self._no_post_on_the_wire.wait()
+        if self.preflight is not None:
+            await self.preflight.aclose()

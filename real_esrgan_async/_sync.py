@@ -129,6 +129,9 @@ class RealESRGAN:
             (the default `ResubmitPolicy`), False, or a `ResubmitPolicy`.
         image_host: Where local files and bytes are published (see `AsyncRealESRGAN`).
         store: Where `idempotency_key`s are recorded (see `AsyncRealESRGAN`).
+        preflight: Read each input's header from its host before paying for
+            it, and refuse one over the pixel limit or not an image (see
+            `AsyncRealESRGAN`); off by default.
         backend: The event loop the client runs: ``"asyncio"`` or ``"trio"``.
         backend_options: Passed to that backend's ``run`` (see `anyio.run`),
             e.g. ``{"use_uvloop": True}``.
@@ -162,6 +165,7 @@ class RealESRGAN:
         resubmit: ResubmitPolicy | bool = True,
         image_host: ImageHost | None = None,
         store: Store | None = None,
+        preflight: bool = False,
         backend: Backend = "asyncio",
         backend_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -198,6 +202,7 @@ class RealESRGAN:
             resubmit=resubmit,
             image_host=image_host,
             store=store,
+            preflight=preflight,
         )
         self.base_url = self._async.base_url
         self.resubmit_policy = self._async.resubmit_policy

@@ -25,6 +25,7 @@ NAME = "real_esrgan_async"
 PURE = {
     "_cooldown",
     "_events",
+    "_imagesize",
     "_resubmit",
     "_exceptions",
     "_journal",
