@@ -473,14 +473,13 @@ def _report(setup: Setup, rows: list[Measured]) -> Report:
         "status calls: counted by the emulator; calls/job: per finished job (COMPLETED, FAILED "
         "or ERROR). Delay: from the job's `completed_at` to the moment the caller holds the "
         "outcome. lost: jobs whose outcome never reached the caller.",
-        "Emulator gap: with `fetch_inputs=False` it times every job as a 512x512 input, so the "
-        "median job takes about 5 s, not the domain notes' 16 s, and it has no knob for the "
-        "nominal input size. Fixed 5 s polling costs about (duration / 5 s) calls per job, so "
-        "its figures here are its best case.",
-        "The library's timing priors are the calibrated model's (median ~16 s), multiplied by "
-        "time_scale: against these ~5 s jobs they are 3x too long, so the jobs submitted before "
-        "it has seen a few dozen finish are checked late (a learning cost a real run against "
-        "the hosted model does not pay; the simulated table above is the calibrated case).",
+        "Jobs are timed by the calibrated model without fetching inputs: each job's nominal "
+        "input size is drawn log-uniform in 0.3-2 MP (`EmulatorConfig.nominal_megapixels`), "
+        "so the durations match the simulated table above (median ~16 s). The library's "
+        "timing priors are the calibrated model's too, multiplied by time_scale.",
+        f"Time compression also multiplies the client's own lag: a 10 ms stall of the client's "
+        f"event loop reads as {0.01 / setup.time_scale:g} s of delay here, so this table is "
+        "pessimistic on a loaded machine (the simulated table has no such lag).",
     ]
     notes += [f"{r.name}: {r.note}" for r in rows if r.note]
     library_row = figures["variants"].get(rows[0].name, {})
