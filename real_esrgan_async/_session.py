@@ -55,6 +55,13 @@ EARLY_CALLBACKS = 256
 #: (a fan-out watches at once; a `submit` whose job is never waited on here is
 #: forgotten oldest first).
 PREFLIGHT_SIZES = 4096
+#: Shortest time, in seconds, between two signs of life (non-terminal callbacks)
+#: acted on for one job, whichever worker received them; those in between are
+#: dropped at no cost (``throttled``). Whoever holds the webhook token could
+#: otherwise make the client replan a job's check as fast as they send.
+HEARTBEAT_MIN_GAP = 0.25
+#: Jobs whose last sign of life is remembered for `HEARTBEAT_MIN_GAP`.
+HEARTBEAT_MEMORY = 4096
 
 
 @attrs.frozen
@@ -113,6 +120,8 @@ class Session:
         self._recent: OrderedDict[str, JobState] = OrderedDict()
         self._late: dict[str, Callable[[JobState], None]] = {}
         self._early: OrderedDict[str, tuple[JobState, MutableMapping[str, int]]] = OrderedDict()
+        # request_id -> when its last sign of life was acted on (oldest first).
+        self._heartbeats: OrderedDict[str, float] = OrderedDict()
         self._confirming: set[str] = set()  # a confirmation is on the wire
         self._confirmations: dict[str, int] = {}  # request_id -> calls spent, while unfinished
         self._posts_on_the_wire = 0
@@ -299,6 +308,9 @@ class Session:
                 while len(self._early) > EARLY_CALLBACKS:
                     self._early.popitem(last=False)
             return
+        if not state.status.is_terminal and self._too_soon(request_id):
+            counts["throttled"] += 1
+            return
         self.ledger.record_callback(request_id)  # (a check that finds it finished says so)
         if not state.status.is_terminal or not self.webhooks.confirm:
             self.observe(state)
@@ -311,6 +323,18 @@ class Session:
             return  # enough spent on this job's callbacks: its checks find it
         self._confirming.add(request_id)
         self.start_soon(self._confirm, request_id, counts)
+
+    def _too_soon(self, request_id: str) -> bool:
+        """Whether a sign of life for `request_id` came within `HEARTBEAT_MIN_GAP` of the last."""
+        now = anyio.current_time()
+        last = self._heartbeats.get(request_id)
+        if last is not None and now - last < HEARTBEAT_MIN_GAP:
+            return True
+        self._heartbeats[request_id] = now
+        self._heartbeats.move_to_end(request_id)
+        while len(self._heartbeats) > HEARTBEAT_MEMORY:
+            self._heartbeats.popitem(last=False)
+        return False
 
     def _apply_early_callback(self, request_id: str) -> None:
         early = self._early.pop(request_id, None)

@@ -18,9 +18,9 @@ A callback is a hint, never the truth:
   group, never in the request's task.
 - Whoever holds the token can still send anything, so nothing a request can do
   is unbounded: a body is capped in size (413), in nesting depth (400) and in
-  the time it takes to arrive (408); signs of life for one job are taken at
-  most once per `HEARTBEAT_MIN_GAP` (the rest cost nothing); the status calls
-  that terminal callbacks may cost one job are capped by the session.
+  the time it takes to arrive (408); the session acts on signs of life for one
+  job at most once per `HEARTBEAT_MIN_GAP` (the rest cost nothing) and caps
+  the status calls that terminal callbacks may cost one job.
 - The token sits in the URL path, which access logs print: `WebhookTokenFilter`
   redacts it.
 """
@@ -31,7 +31,6 @@ import hmac
 import json
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -55,11 +54,6 @@ MAX_JSON_DEPTH = 32
 #: The gateway sends its 2 KiB at once; a client trickling bytes would otherwise
 #: hold a connection (and a task) for as long as it likes.
 BODY_TIMEOUT = 10.0
-#: Shortest time, in seconds, between two signs of life (non-terminal callbacks)
-#: acted on for one job; those in between are answered 200 and dropped at no cost.
-HEARTBEAT_MIN_GAP = 0.25
-#: Jobs whose last sign of life is remembered for `HEARTBEAT_MIN_GAP`.
-HEARTBEAT_MEMORY = 4096
 _COUNTS = (
     "accepted",
     "ignored",
@@ -200,7 +194,7 @@ class WebhookReceiver:
       kept, and acted on as soon as the submit returns its id;
     - a non-terminal (sync mode) callback is a sign of life: it puts the
       safety-net check later and never replaces a terminal state; one a job
-      per `HEARTBEAT_MIN_GAP` is acted on, the rest are dropped (``throttled``).
+      per the session's `HEARTBEAT_MIN_GAP` is acted on, the rest are dropped (``throttled``).
 
     Serve it in the event loop the client runs in (an app whose lifespan
     opens the client does). Several worker processes behind one URL each
@@ -237,8 +231,6 @@ class WebhookReceiver:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self._counts = dict.fromkeys(_COUNTS, 0)
-        # request_id -> when its last sign of life was acted on (oldest first).
-        self._heartbeats: OrderedDict[str, float] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<WebhookReceiver for {self._client!r}>"
@@ -277,24 +269,7 @@ class WebhookReceiver:
         Raises:
             RuntimeError: The client is not open.
         """
-        self._act(self._client.session(), state)
-
-    def _act(self, session: Session, state: JobState) -> None:
-        """Hand `state` to the session, unless it is a sign of life that came too soon."""
-        request_id = state.request_id
-        if not state.status.is_terminal and session.is_ours(request_id):
-            # Each sign of life replans the job's safety-net check: whoever holds the
-            # token could otherwise make the client do that work as fast as they send.
-            now = anyio.current_time()
-            last = self._heartbeats.get(request_id)
-            if last is not None and now - last < HEARTBEAT_MIN_GAP:
-                self._counts["throttled"] += 1
-                return
-            self._heartbeats[request_id] = now
-            self._heartbeats.move_to_end(request_id)
-            while len(self._heartbeats) > HEARTBEAT_MEMORY:
-                self._heartbeats.popitem(last=False)
-        session.accept_callback(state, self._counts)
+        self._client.session().accept_callback(state, self._counts)
 
     # ASGI ------------------------------------------------------------------------------
 
@@ -338,7 +313,7 @@ class WebhookReceiver:
         if session.closed:
             self._counts["ignored"] += 1
             return
-        self._act(session, state)
+        session.accept_callback(state, self._counts)
 
     async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or None once a refusal was sent (or the caller left)."""

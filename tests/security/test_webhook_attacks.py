@@ -43,7 +43,7 @@ from starlette.routing import Mount
 from test_webhooks_e2e import config, scene, serving
 from uvicorn.logging import AccessFormatter
 
-import real_esrgan_async._webhooks
+import real_esrgan_async._session
 from real_esrgan_async import (
     AsyncRealESRGAN,
     InvalidRequestError,
@@ -57,8 +57,8 @@ from real_esrgan_async import (
     WebhookTokenFilter,
     parse_webhook,
 )
-from real_esrgan_async._session import MAX_CONFIRMATIONS_PER_JOB
-from real_esrgan_async._webhooks import HEARTBEAT_MIN_GAP, MAX_JSON_DEPTH
+from real_esrgan_async._session import HEARTBEAT_MIN_GAP, MAX_CONFIRMATIONS_PER_JOB
+from real_esrgan_async._webhooks import MAX_JSON_DEPTH
 
 BASE = "https://gateway.test"
 HOOK = "https://my-app.test/hooks"
@@ -389,6 +389,23 @@ async def test_forged_heartbeats_over_a_socket_cannot_hide_a_job_from_the_safety
 
 
 @pytest.mark.anyio
+async def test_the_session_throttles_heartbeats_whichever_worker_received_them(
+    client: AsyncRealESRGAN, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The throttle lives in the session, the one door every callback goes through: the
+    receiver's, and those another worker relays through a shared store. Ten signs of life in a
+    row for one job are acted on once (the gap is an hour: no clock decides it)."""
+    monkeypatch.setattr(real_esrgan_async._session, "HEARTBEAT_MIN_GAP", 3600.0)
+    job = await client.submit(IMAGE)
+    relayed: collections.Counter[str] = collections.Counter()
+
+    for _ in range(10):
+        client.session().accept_callback(JobState(job.request_id, Status.PROCESSING), relayed)
+
+    assert 9 == relayed["throttled"]
+
+
+@pytest.mark.anyio
 async def test_heartbeats_about_other_jobs_are_never_throttled_nor_remembered(
     attacker: Attacker, receiver: WebhookReceiver, gateway: Gateway
 ) -> None:
@@ -411,8 +428,8 @@ async def test_the_throttle_remembers_a_bounded_number_of_jobs(
     """Heartbeats about many jobs of ours cost memory for the most recent ones only: the
     oldest is forgotten (and its next heartbeat acted on again). The gap is made an hour
     long, so that no clock decides the outcome."""
-    monkeypatch.setattr(real_esrgan_async._webhooks, "HEARTBEAT_MEMORY", 2)
-    monkeypatch.setattr(real_esrgan_async._webhooks, "HEARTBEAT_MIN_GAP", 3600.0)
+    monkeypatch.setattr(real_esrgan_async._session, "HEARTBEAT_MEMORY", 2)
+    monkeypatch.setattr(real_esrgan_async._session, "HEARTBEAT_MIN_GAP", 3600.0)
     jobs = [(await client.submit(IMAGE)).request_id for _ in range(3)]
 
     for request_id in [*jobs, jobs[2], jobs[0]]:
