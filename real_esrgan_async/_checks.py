@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 
 from ._exceptions import RealESRGANError
-from ._keys import CheckStep, look_again_in
+from ._keys import CHECK_LEASE, CheckStep, look_again_in
 from ._models import JobState
 from ._poller import Poller
 from ._store import Store, StoreError
@@ -49,8 +49,15 @@ class SharedChecks:
             worker's call), ``store_failed`` (checks the store could not help).
     """
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = anyio.current_time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lease: float = CHECK_LEASE,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
         self.store = store
+        self.lease = lease
         self.owner = secrets.token_hex(12)
         self.counts: collections.Counter[str] = collections.Counter()
         self._clock = clock
@@ -63,7 +70,7 @@ class SharedChecks:
         step, answer = await self._claim(request_id, max_age)
         start, looks = self._clock(), 0
         while step is CheckStep.WAIT:
-            delay = look_again_in(looks, self._clock() - start)
+            delay = look_again_in(looks, self._clock() - start, lease=self.lease)
             if delay is None:
                 step = None  # waited a whole lease: call, unclaimed
                 break
@@ -103,7 +110,9 @@ class SharedChecks:
 
     async def _claim(self, request_id: str, max_age: float) -> tuple[CheckStep | None, str | None]:
         """The store's step, or (None, None) when it failed: call, unclaimed."""
-        found = await self._store(self.store.claim_check, request_id, self.owner, max_age)
+        found = await self._store(
+            self.store.claim_check, request_id, self.owner, max_age, self.lease
+        )
         return (None, None) if found is None else found
 
     async def _store(self, func: Callable[..., T], *args: object) -> T | None:

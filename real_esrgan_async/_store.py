@@ -112,12 +112,12 @@ class Store(Protocol):
         """Extend `owner`'s lease on `key` by `lease` seconds; False if it lost the lease."""
 
     def claim_check(
-        self, request_id: str, owner: str, max_age: float
+        self, request_id: str, owner: str, max_age: float, lease: float = CHECK_LEASE
     ) -> tuple[CheckStep, str | None]:
         """Decide, in one atomic step, what `owner` does about its due check of `request_id`.
 
         The decision is `_keys.plan_check` over the job's relayed answer and
-        claim; on CALL, the claim is taken for `owner` (`_keys.CHECK_LEASE` s).
+        claim; on CALL, the claim is taken for `owner` for `lease` seconds.
 
         Returns:
             The step, and on SHARE the relayed answer (a status JSON).
@@ -305,7 +305,7 @@ class SQLiteStore:
         return self._checks_db
 
     def claim_check(
-        self, request_id: str, owner: str, max_age: float
+        self, request_id: str, owner: str, max_age: float, lease: float = CHECK_LEASE
     ) -> tuple[CheckStep, str | None]:
         """See `Store.claim_check`."""
         db = self._checks()
@@ -328,7 +328,7 @@ class SQLiteStore:
                         "INSERT INTO checks (id, owner, lease_until) VALUES (?, ?, ?) "
                         "ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, "
                         "lease_until = excluded.lease_until",
-                        (request_id, owner, now + CHECK_LEASE),
+                        (request_id, owner, now + lease),
                     )
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"the store {self.path} failed: {exc}") from exc

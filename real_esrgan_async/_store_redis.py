@@ -295,13 +295,13 @@ class RedisStore:
     # Shared status checks -------------------------------------------------------------
 
     def claim_check(
-        self, request_id: str, owner: str, max_age: float
+        self, request_id: str, owner: str, max_age: float, lease: float = CHECK_LEASE
     ) -> tuple[CheckStep, str | None]:
         """See `Store.claim_check`."""
         found = self._run(
             "claim_check",
             [self._key("check", request_id), self._key("checking", request_id)],
-            [owner, repr(float(max_age)), max(1, round(CHECK_LEASE * 1000))],
+            [owner, repr(float(max_age)), max(1, round(lease * 1000))],
         )
         step = CheckStep(str(found[0]))
         return step, str(found[1]) if step is CheckStep.SHARE else None
