@@ -4,7 +4,8 @@ When several processes wait on one job (duplicate items under one idempotency
 key), the first whose check comes due claims the job's check in the store,
 makes the status call and relays the answer there; the others use that answer
 instead of calling, if it is fresh enough for them (`_keys.answer_is_fresh`),
-or wait briefly while the claimant's call is on the wire (`_keys.look_again_in`).
+or wait briefly while the claimant's call is on the wire (`_keys.look_again_in`)
+and take the answer it brings, read after their own check came due.
 The claim lapses on its own (`_keys.CHECK_LEASE`), so a dead checker never
 blocks the others for long.
 
@@ -78,7 +79,9 @@ class SharedChecks:
                 self.counts["waited"] += 1
             await anyio.sleep(delay)
             looks += 1
-            step, answer = await self._claim(request_id, max_age)
+            # An answer read while this worker waited is newer than the moment its check
+            # came due: it serves, however long the claimant's call took.
+            step, answer = await self._claim(request_id, max_age + self._clock() - start)
         if step is CheckStep.SHARE and answer is not None:
             try:
                 state = JobState.from_json(json.loads(answer))

@@ -313,3 +313,29 @@ async def test_a_failing_call_releases_the_claim_and_its_error_reaches_the_polle
     second = await checks.status("r1", failing, max_age=1.0)  # shared: `failing` not called
     assert (Status.PROCESSING, Status.PROCESSING) == (first.status, second.status)
     assert ({"called": 1}, {"called": 1, "shared": 1}) == (dict(other.counts), dict(checks.counts))
+
+
+@pytest.mark.anyio
+async def test_a_waiter_takes_the_answer_its_wait_brought_however_long_the_call_took(
+    store: Store,
+) -> None:
+    """Another worker's call is on the wire for 50 ms, longer than the waiter's `max_age`:
+    the answer it brings was read after the waiter's check came due, so it serves."""
+    assert CheckStep.CALL == store.claim_check("r1", "a", 1.0)[0]
+    checks = SharedChecks(store)
+    got: list[JobState] = []
+
+    async def must_not_call(request_id: str) -> JobState:
+        raise AssertionError(request_id)
+
+    async def waiter() -> None:
+        got.append(await checks.status("r1", must_not_call, max_age=0.001))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(waiter)
+        await anyio.sleep(0.05)
+        await anyio.to_thread.run_sync(
+            lambda: store.share_check("r1", "a", RUNNING, terminal=False)
+        )
+    assert [Status.PROCESSING] == [s.status for s in got]
+    assert {"waited": 1, "shared": 1} == dict(checks.counts)
