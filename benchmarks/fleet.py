@@ -89,6 +89,9 @@ class Setup:
     webhook_jobs: int = 80  # jobs of each webhook row
     webhook_time_scale: float = 0.05
     webhook_arrival: float = 10.0  # jobs per unscaled second
+    # Each shared-checks and webhook row on a fresh emulator (the same seed: the same jobs),
+    # or all on one (its counters read before and after each): emulators take seconds to start.
+    fresh_emulators: bool = True
 
 
 FULL = Setup(distinct=160, rate_limit=40, window=4.0)
@@ -98,8 +101,9 @@ QUICK = Setup(
     window=2.0,
     check_distinct=16,
     webhook_jobs=12,
-    webhook_time_scale=0.02,
+    webhook_time_scale=0.01,
     webhook_arrival=20.0,
+    fresh_emulators=False,
 )
 
 
@@ -214,6 +218,7 @@ def _unthrottled(setup: Setup, time_scale: float | None = None) -> dict[str, Any
 def _measure(name: str, server: Server, variant: Any, *args: Any, **kwargs: Any) -> Measured:
     """Run `variant(server, *args, measured, **kwargs)` to its end; the emulator's counters."""
     measured = Measured(name)
+    before = server.stats()
     start = now()
 
     async def main() -> None:
@@ -221,7 +226,11 @@ def _measure(name: str, server: Server, variant: Any, *args: Any, **kwargs: Any)
 
     anyio.run(main, backend="asyncio")
     measured.wall = now() - start
-    measured.server = server.stats()
+    after = server.stats()
+    measured.server = {
+        key: value - before[key] if isinstance(value, int | float) and key in before else value
+        for key, value in after.items()
+    }
     print(f"  [fleet] {name}: done in {measured.wall:.1f} s", flush=True)
     return measured
 
@@ -229,23 +238,34 @@ def _measure(name: str, server: Server, variant: Any, *args: Any, **kwargs: Any)
 def run(quick: bool = False) -> Report:
     """Run every variant, each against its own emulator process; build the tables."""
     setup = QUICK if quick else FULL
-    with tempfile.TemporaryDirectory() as tmp, _valkey(Path(tmp)) as redis_url:
-        with emulator_processes(_throttled(setup), _throttled(setup)) as (alone, shared):
-            rows = [
-                _measure("4 independent", alone, _limited, setup, None),
-                _measure("4 on one store", shared, _limited, setup, redis_url),
-            ]
-        with emulator_processes(_unthrottled(setup), _unthrottled(setup)) as servers:
-            check_rows = [
-                _measure(name, server, _checks, setup, redis_url, share=share)
-                for (name, share), server in zip(CHECK_VARIANTS, servers, strict=True)
-            ]
-        hooks = _unthrottled(setup, setup.webhook_time_scale) | {"allow_http_webhooks": True}
-        with emulator_processes(*[hooks] * len(WEBHOOK_VARIANTS)) as servers:
-            hook_rows = [
-                _measure(name, server, _webhooks, setup, redis_url if fan_in else None, workers)
-                for (name, workers, fan_in), server in zip(WEBHOOK_VARIANTS, servers, strict=True)
-            ]
+    hooks = _unthrottled(setup, setup.webhook_time_scale) | {"allow_http_webhooks": True}
+    checks = _unthrottled(setup) | {"allow_http_webhooks": True}
+    if setup.fresh_emulators:
+        configs = [checks] * len(CHECK_VARIANTS) + [hooks] * len(WEBHOOK_VARIANTS)
+    else:
+        assert checks == hooks, "one emulator for every row needs one time scale"
+        configs = [checks]
+    # All started at once: their startups overlap.
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        _valkey(Path(tmp)) as redis_url,
+        emulator_processes(_throttled(setup), _throttled(setup), *configs) as servers,
+    ):
+        rows = [
+            _measure("4 independent", servers[0], _limited, setup, None),
+            _measure("4 on one store", servers[1], _limited, setup, redis_url),
+        ]
+        count = len(CHECK_VARIANTS) + len(WEBHOOK_VARIANTS)
+        others = servers[2:] if setup.fresh_emulators else [servers[2]] * count
+        check_servers, hook_servers = others[: len(CHECK_VARIANTS)], others[len(CHECK_VARIANTS) :]
+        check_rows = [
+            _measure(name, server, _checks, setup, redis_url, share=share)
+            for (name, share), server in zip(CHECK_VARIANTS, check_servers, strict=True)
+        ]
+        hook_rows = [
+            _measure(name, server, _webhooks, setup, redis_url if fan_in else None, workers)
+            for (name, workers, fan_in), server in zip(WEBHOOK_VARIANTS, hook_servers, strict=True)
+        ]
     return _report(setup, rows, check_rows, hook_rows)
 
 
