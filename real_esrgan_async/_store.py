@@ -350,8 +350,8 @@ class SQLiteStore:
                 )
                 # Answers live as long as in Redis; the old ones go as new ones come.
                 db.execute(
-                    "DELETE FROM checks WHERE read_at < ? AND (lease_until IS NULL "
-                    "OR lease_until < ?)",
+                    "DELETE FROM checks WHERE coalesce(read_at, 0) < ? "
+                    "AND coalesce(lease_until, 0) < ?",
                     (now - CHECK_ANSWER_TTL, now),
                 )
         except sqlite3.Error as exc:
@@ -402,6 +402,7 @@ def _connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
             "CREATE TABLE IF NOT EXISTS checks (id TEXT PRIMARY KEY, owner TEXT, "
             "lease_until REAL, answer TEXT, read_at REAL, terminal INTEGER NOT NULL DEFAULT 0)"
         )
+        db.execute("CREATE INDEX IF NOT EXISTS checks_read_at ON checks (coalesce(read_at, 0))")
     except BaseException:
         db.close()
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -339,3 +340,18 @@ async def test_a_waiter_takes_the_answer_its_wait_brought_however_long_the_call_
         )
     assert [Status.PROCESSING] == [s.status for s in got]
     assert {"waited": 1, "shared": 1} == dict(checks.counts)
+
+
+def test_sqlite_forgets_answers_older_than_their_lifetime(tmp_path: Path) -> None:
+    """Old answers are pruned as new ones come (Redis lets them expire): even a terminal one."""
+    store = SQLiteStore(tmp_path / "keys.db")
+    store.open(GATEWAY)
+    try:
+        store.share_check("r1", "a", DONE, terminal=True)
+        with sqlite3.connect(tmp_path / "keys.db") as raw:
+            raw.execute("UPDATE checks SET read_at = read_at - ? WHERE id = 'r1'", (601.0,))
+        store.share_check("r2", "a", RUNNING, terminal=False)
+        assert (CheckStep.CALL, None) == store.claim_check("r1", "b", 1.0)
+        assert (CheckStep.SHARE, RUNNING) == store.claim_check("r2", "b", 1.0)
+    finally:
+        store.close()
