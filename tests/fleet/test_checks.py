@@ -355,3 +355,38 @@ def test_sqlite_forgets_answers_older_than_their_lifetime(tmp_path: Path) -> Non
         assert (CheckStep.SHARE, RUNNING) == store.claim_check("r2", "b", 1.0)
     finally:
         store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "relayed", ["not json", '{"request_id":"r9","status":"COMPLETED"}', '{"status":"NOPE"}']
+)
+async def test_an_answer_that_is_not_this_jobs_state_is_not_used(
+    store: Store, relayed: str
+) -> None:
+    """Unreadable, about another job, or not a state: the worker calls the gateway itself."""
+    store.share_check("r1", "a", relayed, terminal=True)
+    checks = SharedChecks(store)
+
+    async def answering(request_id: str) -> JobState:
+        return JobState(request_id, Status.PROCESSING)
+
+    state = await checks.status("r1", answering, max_age=1.0)
+    assert (Status.PROCESSING, {"called": 1}) == (state.status, dict(checks.counts))
+
+
+@pytest.mark.anyio
+async def test_a_worker_waits_no_longer_than_its_lease_for_another_workers_call(
+    store: Store,
+) -> None:
+    """Another worker holds the claim (for 30 s) and never answers: after its own lease
+    (here 0.1 s) the worker calls the gateway itself, without taking the claim."""
+    store.claim_check("r1", "slow", 1.0, 30.0)
+    checks = SharedChecks(store, lease=0.1)
+
+    async def answering(request_id: str) -> JobState:
+        return JobState(request_id, Status.QUEUED)
+
+    state = await checks.status("r1", answering, max_age=1.0)
+    assert (Status.QUEUED, {"called": 1, "waited": 1}) == (state.status, dict(checks.counts))
+    assert CheckStep.WAIT == store.claim_check("r1", "other", 1.0)[0]  # still the slow one's
