@@ -26,7 +26,6 @@ import functools
 import importlib.util
 import inspect
 import math
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -54,6 +53,7 @@ from ._common import (
     scaled_policy,
     table,
 )
+from ._serve import loopback_listener, serving
 
 TITLE = "1. Status calls per job and detection delay"
 
@@ -194,12 +194,7 @@ def _webhooks_available() -> str | None:
 
 
 async def _webhooks(server: Server, setup: Setup, measured: Measured, *, confirm: bool) -> None:
-    import uvicorn  # noqa: PLC0415 - optional: only when the library has webhooks
-
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
+    listener, base = loopback_listener()
     policy, unknown = _scaled(setup)
     if unknown:
         measured.note = f"PollPolicy knobs left unscaled: {', '.join(unknown)}"
@@ -208,46 +203,28 @@ async def _webhooks(server: Server, setup: Setup, measured: Measured, *, confirm
         base_url=server.base_url,
         poll=policy,
         max_connections=setup.max_connections,
-        webhook_url=f"http://127.0.0.1:{port}/hooks",
+        webhook_url=f"{base}/hooks",
         allow_insecure_webhooks=True,
         webhook_confirm=confirm,
     )
-    receiver = real_esrgan_async.WebhookReceiver(client)
-    web = uvicorn.Server(
-        uvicorn.Config(
-            receiver,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            http="h11",
-            loop="asyncio",
-        )
-    )
-    try:
-        async with client, anyio.create_task_group() as tasks:
-            tasks.start_soon(web.serve, [listener])
-            with anyio.fail_after(10):
-                while not web.started:  # noqa: ASYNC110 - uvicorn exposes only a flag
-                    await anyio.sleep(0.01)
-            async with client.upscale_many(
-                _paced_urls(server, setup), scale=2, max_in_flight=setup.jobs
-            ) as run:
-                async for outcome in run:
-                    seen = now()
-                    measured.outcomes += 1
-                    if outcome.ok:
-                        assert outcome.result is not None
-                        measured.completed += 1
-                        _record_state(
-                            measured,
-                            setup.time_scale,
-                            _iso(outcome.result.completed_at),
-                            _iso(outcome.result.created_at),
-                            seen,
-                        )
-            web.should_exit = True
-    finally:
-        listener.close()
+    async with (
+        serving(real_esrgan_async.WebhookReceiver(client), listener),
+        client,
+        client.upscale_many(_paced_urls(server, setup), scale=2, max_in_flight=setup.jobs) as run,
+    ):
+        async for outcome in run:
+            seen = now()
+            measured.outcomes += 1
+            if outcome.ok:
+                assert outcome.result is not None
+                measured.completed += 1
+                _record_state(
+                    measured,
+                    setup.time_scale,
+                    _iso(outcome.result.completed_at),
+                    _iso(outcome.result.created_at),
+                    seen,
+                )
 
 
 async def webhooks_confirmed(server: Server, setup: Setup, measured: Measured) -> None:

@@ -22,6 +22,7 @@ import anyio.abc
 import httpx
 
 from . import _download, _options
+from ._checks import share_checks
 from ._events import JobEvent
 from ._exceptions import (
     AmbiguousSubmitError,
@@ -287,6 +288,7 @@ class AsyncRealESRGAN:
             if self._keys is not None:
                 session.start_soon(self._keys.share_cooldown, session)
                 self._keys.relay_callbacks(session)
+                share_checks(session.poller, self._keys.store)  # one status call per job
         except BaseException as exc:
             await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             if self._keys is not None:

@@ -17,7 +17,8 @@ Rules of this module: no I/O, no clock, no randomness. Times are plain floats
 passed in (`now`, seconds); stores keep records as the opaque strings
 `KeyRecord.dumps` makes. `decide` says what a caller does with a key given its
 record; `take_token` is the token bucket that the Redis store's Lua script
-mirrors line for line.
+mirrors line for line; `plan_check` and `look_again_in` decide how workers share
+one status call (the Redis store's `CLAIM_CHECK` script is `plan_check`).
 """
 
 from __future__ import annotations
@@ -255,3 +256,71 @@ def cooldown_until(current: float | None, *, now: float, retry_after: float) -> 
     if current is None or math.isnan(current):
         return until
     return max(current, until)
+
+
+# Status checks shared by the fleet ---------------------------------------------------
+
+#: How long a worker's claim to check a job outlives its status call (seconds): a
+#: checker that died stops blocking the others this long after its claim.
+CHECK_LEASE = 2.0
+#: How long a relayed answer is kept in the store (seconds); a terminal one is always
+#: fresh, so a worker that starts waiting on a finished job a moment later needs no call.
+CHECK_ANSWER_TTL = 600.0
+#: How often a worker looks again for the answer of a check another worker has on the
+#: wire (seconds, growing; the last repeats until the claim's lease ends).
+CHECK_LOOKS = (0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+class CheckStep(enum.Enum):
+    """What a worker whose status check of a job is due does, given the store's view."""
+
+    SHARE = "share"  # a fresh answer is in the store: use it, call nothing
+    CALL = "call"  # this worker claimed the check: call, then write the answer for the others
+    WAIT = "wait"  # another worker's call is on the wire: look again shortly
+
+
+def answer_is_fresh(*, age: float, terminal: bool, max_age: float) -> bool:
+    """Whether an answer read `age` seconds ago may stand in for a status call now.
+
+    A terminal state never changes, so it is always fresh. A running one is if it
+    is younger than `max_age`, the asking worker's own `PollPolicy.min_interval`:
+    its scheduler holds that a check sooner than that after a sign of life tells
+    nothing new. A negative age (a clock that stepped back) counts as fresh.
+    """
+    return terminal or age < max_age
+
+
+def plan_check(*, age: float | None, terminal: bool, leased: bool, max_age: float) -> CheckStep:
+    """The step of a worker whose check of a job is due.
+
+    Args:
+        age: Seconds since the job's last relayed answer was read, or None for none.
+        terminal: That answer is a terminal state.
+        leased: Another worker holds the claim to check the job (its call is out).
+        max_age: The oldest running answer this worker accepts (`answer_is_fresh`).
+
+    A store makes this decision and, on CALL, takes the claim in one atomic step
+    (the Redis store's `CLAIM_CHECK` script is this function).
+    """
+    if age is not None and answer_is_fresh(age=age, terminal=terminal, max_age=max_age):
+        return CheckStep.SHARE
+    return CheckStep.WAIT if leased else CheckStep.CALL
+
+
+def look_again_in(looks: int, waited: float, *, lease: float = CHECK_LEASE) -> float | None:
+    """Seconds to wait before looking again for another worker's answer, or None.
+
+    None means: stop waiting and call the gateway yourself. A claim whose checker
+    died lapses after `lease` and is then taken over, so waiting longer than that
+    only happens when one checker after another claims and fails; a worker never
+    waits past it.
+
+    Args:
+        looks: How many times the worker looked already.
+        waited: Seconds it has waited so far.
+        lease: The claim's lease.
+    """
+    if waited >= lease:
+        return None
+    step = CHECK_LOOKS[min(looks, len(CHECK_LOOKS) - 1)]
+    return min(step, lease - waited)

@@ -5,13 +5,17 @@ due, starts those status GETs in the client's task group, feeds the answers
 back and resolves waiters through their callbacks. It sleeps until the
 scheduler's next wake-up (never less than `MIN_SLEEP`, so it cannot spin) or
 until a new waiter needs an earlier check.
+
+Given a `StatusCoalescer` (`coalesce_with`), each status read goes through it,
+so that processes waiting on one job share one status call.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -37,6 +41,18 @@ MIN_SLEEP = 0.005
 Callback = Callable[[Resolution], None]
 
 
+class StatusCoalescer(Protocol):
+    """Shares status reads with other processes waiting on the same jobs (`_checks`)."""
+
+    async def status(
+        self, request_id: str, call: Callable[[str], Awaitable[JobState]], *, max_age: float
+    ) -> JobState:
+        """The job's state: an answer another process read less than `max_age` s ago
+        (any age if terminal), or else what `call(request_id)` returns (then shared).
+        `call`'s errors propagate unchanged."""
+        ...
+
+
 class Poller:
     """Coalesced status checks for every job a client waits on."""
 
@@ -56,6 +72,12 @@ class Poller:
         self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
+        self._coalescer: StatusCoalescer | None = None
+        self._fresh_for = policy.min_interval  # a shared answer younger than this will do
+
+    def coalesce_with(self, coalescer: StatusCoalescer) -> None:
+        """Read every status through `coalescer`, shared with the other processes."""
+        self._coalescer = coalescer
 
     def watch(
         self,
@@ -145,7 +167,7 @@ class Poller:
     async def _check(self, request_id: str) -> None:
         scheduler = self.scheduler
         try:
-            state = await self._gateway.status(request_id, retry=False)
+            state = await self._status(request_id)
         except RateLimitError:
             # The gateway says how many checks it allows: halve the budget (AIMD).
             scheduler.on_rate_limited(anyio.current_time())
@@ -162,6 +184,14 @@ class Poller:
         else:
             self._feed(state, anyio.current_time())
         self._wake_if_sooner(anyio.current_time())
+
+    async def _status(self, request_id: str) -> JobState:
+        if self._coalescer is None:
+            return await self._call(request_id)
+        return await self._coalescer.status(request_id, self._call, max_age=self._fresh_for)
+
+    async def _call(self, request_id: str) -> JobState:
+        return await self._gateway.status(request_id, retry=False)
 
     def _feed(self, state: JobState, now: float) -> None:
         terminal = state.status.is_terminal

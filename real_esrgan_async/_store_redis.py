@@ -20,6 +20,8 @@ Keys, under ``prefix``::
     <prefix>:bucket          the submit token bucket (tokens, at)
     <prefix>:cooldown        until when every worker pauses after a 429 (server time)
     <prefix>:callbacks       the channel on which webhook callbacks are relayed (pub/sub)
+    <prefix>:check:<id>      a job's last relayed status answer (answer, at, terminal; TTL)
+    <prefix>:checking:<id>   the claim of the worker whose status call of it is out (TTL)
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import InvalidRequestError
-from ._options import number
+from ._keys import CHECK_ANSWER_TTL, CHECK_LEASE, CheckStep
+from ._options import flag, number
 from ._store import DEFAULT_LEASE, StoreUnavailableError, check_marker, marker_for
 
 try:
@@ -96,6 +99,34 @@ return tostring(cur - now)
 """
 
 
+#: `_keys.plan_check` on the server's clock, and on CALL the claim taken (SET NX, a TTL).
+CLAIM_CHECK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local a = redis.call('HMGET', KEYS[1], 'answer', 'at', 'terminal')
+if a[1] and (a[3] == '1' or now - tonumber(a[2]) < tonumber(ARGV[2])) then
+  return {'share', a[1]}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[3]) then return {'call'} end
+return {'wait'}
+"""
+
+#: The answer, stamped with the server's time, relayed; the writer's claim ended.
+SHARE_CHECK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('HSET', KEYS[1], 'answer', ARGV[2], 'at', tostring(now), 'terminal', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+_RELEASE_CHECK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 def redact(url: str) -> str:
     """`url` without its password, to name it in errors and reprs."""
     parts = urlsplit(url)
@@ -124,6 +155,9 @@ class RedisStore:
         socket_timeout: Seconds to wait for the server before a call fails.
         lease: Seconds a claim outlives its process: a key whose claimant died
             mid-POST turns AMBIGUOUS this long after its last renewal.
+        coalesce_checks: Share status checks across the fleet: when several
+            workers wait on one job, one status call serves them all, at the
+            cost of a store round trip (two Lua scripts) per status read.
     """
 
     def __init__(
@@ -135,6 +169,7 @@ class RedisStore:
         submit_burst: float | None = None,
         socket_timeout: float = 5.0,
         lease: float = DEFAULT_LEASE,
+        coalesce_checks: bool = True,
     ) -> None:
         owner = "RedisStore"
         if redis is None:  # pragma: no cover - exercised only without the extra
@@ -151,7 +186,9 @@ class RedisStore:
         number(owner, "submit_burst", submit_burst, ">= 1", lambda v: v >= 1, optional=True)
         number(owner, "socket_timeout", socket_timeout, "> 0", lambda v: v > 0)
         number(owner, "lease", lease, ">= 0.1", lambda v: v >= 0.1)
+        flag(owner, "coalesce_checks", coalesce_checks)
         self.lease = lease
+        self.coalesce_checks = coalesce_checks
         self.url = url
         self.prefix = prefix
         self.submit_rate = submit_rate
@@ -206,6 +243,9 @@ class RedisStore:
                 ("renew", _RENEW),
                 ("take", BUCKET_LUA),
                 ("pause", PAUSE),
+                ("claim_check", CLAIM_CHECK),
+                ("share_check", SHARE_CHECK),
+                ("release_check", _RELEASE_CHECK),
             )
         }
 
@@ -251,6 +291,32 @@ class RedisStore:
     def renew(self, key: str, owner: str, lease: float) -> bool:
         """See `Store.renew`."""
         return bool(self._run("renew", [self._key("lease", key)], [owner, round(lease * 1000)]))
+
+    # Shared status checks -------------------------------------------------------------
+
+    def claim_check(
+        self, request_id: str, owner: str, max_age: float, lease: float = CHECK_LEASE
+    ) -> tuple[CheckStep, str | None]:
+        """See `Store.claim_check`."""
+        found = self._run(
+            "claim_check",
+            [self._key("check", request_id), self._key("checking", request_id)],
+            [owner, repr(float(max_age)), max(1, round(lease * 1000))],
+        )
+        step = CheckStep(str(found[0]))
+        return step, str(found[1]) if step is CheckStep.SHARE else None
+
+    def share_check(self, request_id: str, owner: str, answer: str, *, terminal: bool) -> None:
+        """See `Store.share_check`."""
+        self._run(
+            "share_check",
+            [self._key("check", request_id), self._key("checking", request_id)],
+            [owner, answer, "1" if terminal else "0", round(CHECK_ANSWER_TTL * 1000)],
+        )
+
+    def release_check(self, request_id: str, owner: str) -> None:
+        """See `Store.release_check`."""
+        self._run("release_check", [self._key("checking", request_id)], [owner])
 
     # The fleet's rate limit ---------------------------------------------------------
 

@@ -131,6 +131,9 @@ def test_ratelimit_quick_is_throttled_and_loses_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(180)
 def test_fleet_quick_pays_once_per_key_and_shares_the_rate_limit(tmp_path: Path) -> None:
-    """On one store, four workers pay exactly once per distinct key and meet fewer 429s."""
+    """On one store, four workers pay exactly once per distinct key and meet fewer 429s; with
+    shared status checks too; every webhook job reaches its caller, behind one URL too."""
     output, _ = run_quick("fleet", tmp_path)
     assert "[met] paid jobs == distinct keys on one store" in output
+    assert "[met] shared checks: paid jobs == distinct keys, no errors" in output
+    assert "[met] every webhook job's outcome reached its caller" in output
