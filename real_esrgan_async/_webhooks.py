@@ -199,8 +199,9 @@ class WebhookReceiver:
     Serve it in the event loop the client runs in (an app whose lifespan
     opens the client does). Several worker processes behind one URL each
     see callbacks about the others' jobs: give them one ``webhook_secret``
-    so that those are answered 200 and ignored; each worker's safety net
-    then finds its own jobs whose callback went elsewhere.
+    (those are answered 200) and one `RedisStore`, which relays each such
+    callback to the worker that waits on the job. Without a shared store,
+    each worker's safety net finds its own jobs whose callback went elsewhere.
 
     Args:
         client: The client whose jobs the callbacks are about. It may be
