@@ -152,6 +152,15 @@ def _add_journal(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--no-journal", action="store_true", help="keep no journal: a rerun submits everything"
     )
+    where.add_argument(
+        "--store",
+        metavar="URL_OR_PATH",
+        help="record an idempotency key per input (its URL, scale and face enhancement) in a "
+        "store instead of a journal, so that every batch sharing it, on any machine and from "
+        "any list, pays at most once per input, and a rerun resumes: redis://HOST:PORT/DB "
+        "(also rediss://, unix://; needs the fleet extra) for several machines, or an SQLite "
+        "file (PATH or sqlite:///PATH) for one",
+    )
     group.add_argument(
         "--resubmit-ambiguous",
         action="store_true",
@@ -226,6 +235,14 @@ def _job_options() -> _Parser:
         type=positive_seconds,
         help="stop waiting on a job after S seconds (it keeps running at the provider, and "
         "its id is printed); default: wait as long as it takes",
+    )
+    group.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="do not read each input's header from its host before paying for its job (by "
+        "default an input over the model's 2,096,704 pixels, or not an image, is refused "
+        "unpaid: a job on it would end FAILED, and FAILED is charged)",
     )
     return parent
 
