@@ -19,7 +19,8 @@ def test_a_key_names_the_url_scale_and_face_enhancement_and_nothing_local() -> N
     url = "https://images.example/cat.jpg?sig=abc"
     key = idempotency_key(url, scale=2, face_enhance=False)
     assert key == idempotency_key(url, scale=2, face_enhance=False)  # the same on any machine
-    assert key.startswith("real-esrgan-cli:") and key.endswith(":x2")
+    assert key.startswith("real-esrgan-cli:")
+    assert key.endswith(":x2")
     assert "cat.jpg" not in key  # hashed: a signed URL's secrets stay out of key names
     others = {
         idempotency_key(url, scale=4, face_enhance=False),
@@ -60,17 +61,17 @@ def test_an_sqlite_store_pays_once_per_url_and_a_rerun_pays_nothing(
     assert 3 == paid_after_rerun  # the rerun got every recorded result: nothing paid
     results = first.json()["results"]
     assert results[0]["request_id"] == results[3]["request_id"]
-    assert [r["request_id"] for r in results] == [
-        r["request_id"] for r in rerun.json()["results"]
-    ]
+    assert [r["request_id"] for r in results] == [r["request_id"] for r in rerun.json()["results"]]
     for out in (tmp_path / "a", tmp_path / "b"):
         assert 4 == len(list(out.iterdir()))  # every input saved, the duplicate too
     assert not (tmp_path / "a.urls.txt.journal").exists()  # the store replaces the journal
 
 
-def _batch(gateway: RunningEmulator, listing: Path, out: Path, store: str, backend: str) -> list[str]:
+def _batch(
+    gateway: RunningEmulator, listing: Path, out: Path, store: str, backend: str
+) -> list[str]:
     return [
-        sys.executable, "-c", "import sys; from real_esrgan_async.cli import main; sys.exit(main())",
+        sys.executable, "-c", "import sys; from real_esrgan_async.cli import main; exit(main())",
         "batch", str(listing), "--scale", "2", "--out", str(out), "--store", store,
         "--concurrency", "4", "--json", "--backend", backend, *gateway_args(gateway),
     ]  # fmt: skip
@@ -139,7 +140,10 @@ def test_an_unreachable_redis_exits_2_naming_it_without_its_password(
     )  # fmt: skip
 
     assert 2 == result.code
-    assert "real-esrgan: error: cannot reach the idempotency store at redis://worker:***@127.0.0.1:" in result.err
+    assert (
+        "real-esrgan: error: cannot reach the idempotency store at redis://worker:***@127.0.0.1:"
+        in result.err
+    )
     assert "" == result.out
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
