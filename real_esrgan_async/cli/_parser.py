@@ -69,6 +69,7 @@ examples:
   {PROG} demo                                    # try it offline, no key needed
   {PROG} upscale https://example.com/cat.jpg --scale 2
   {PROG} batch urls.txt --out big/ --concurrency 64
+  {PROG} batch part-3.txt --store redis://redis.internal:6379/0  # one bill for many
   grep -h '^https' lists/*.txt | {PROG} batch - --json > run.json
   {PROG} status real-esrgan_019d...
   {PROG} emulator --time-scale 0.1               # a local gateway to test against
@@ -77,7 +78,8 @@ exit status:
   0    every input was upscaled and saved
   1    some input failed, errored, was rejected or could not be saved;
        for status: the job ended FAILED or ERROR, or the gateway does not know it
-  2    usage error (bad option, missing API key, unreadable batch file)
+  2    usage error (bad option, missing API key, unreadable batch file,
+       a --store that cannot be reached or is of another version)
   3    the gateway refused the key or the wallet (401/402/403); the run stopped
   4    the gateway could not be reached (wrong --base-url, network down); the run stopped
   130  interrupted (Ctrl+C); the ids of unfinished paid jobs are printed"""
