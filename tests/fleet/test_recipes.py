@@ -140,7 +140,7 @@ def serving_uvicorn() -> Iterator[list[subprocess.Popen[bytes]]]:
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the supervisor and its workers
             process.wait()
 
 
@@ -181,7 +181,9 @@ def test_uvicorn_with_four_workers_resolves_requests_whose_callback_reached_anot
             sys.executable, "-m", "uvicorn", "fleet_app:app", "--workers", "4",
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
         ]  # fmt: skip
-        serving_uvicorn.append(subprocess.Popen(command, cwd=tmp_path, env=env))
+        serving_uvicorn.append(
+            subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True)
+        )
         # Up once all four workers' clients listen for relayed callbacks.
         probe = redis.Redis.from_url(store_url)
         deadline = time.monotonic() + 60
