@@ -21,9 +21,9 @@ taken and not yet handed over. When ``upscale_many`` takes an
 `idempotency_key` instead of building this run: the one line that changes.
 
 Errors that end the run (the key refused, an empty wallet, the store lost, the
-batch file unreadable) stop the pulling; jobs already in flight are still
-awaited and handed over, then the error is raised, as ``upscale_many`` does
-for a 402.
+batch file unreadable) stop the pulling and give the input that met them no
+outcome (nothing was paid for it); jobs already in flight are still awaited and
+handed over, then the error is raised, as ``upscale_many`` does for a 402.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from real_esrgan_async import (
     AsyncRealESRGAN,
     AuthenticationError,
     InsufficientBalanceError,
+    InvalidRequestError,
     JobSystemError,
     Outcome,
     OutputExpiredError,
@@ -139,7 +140,12 @@ class KeyedRun:
         assert group is not None
         group.cancel_scope.cancel()  # the consumer left: nothing more is pulled or awaited
         try:
-            return await group.__aexit__(exc_type, exc, tb)
+            if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+                return await group.__aexit__(exc_type, exc, tb)
+            # The consumer's own error (the run's, or one it raised) goes on as it is,
+            # not wrapped in an ExceptionGroup by the task group it passes through.
+            await group.__aexit__(None, None, None)
+            return None
         finally:
             left = []
             while True:
@@ -168,8 +174,10 @@ class KeyedRun:
         """Pull inputs while slots are free; close the stream once every job has ended."""
         async with self._send, anyio.create_task_group() as jobs:
             index = 0
-            while self._error is None:
+            while True:
                 await self._slots.acquire()
+                if self._error is not None:  # an error ended the run: nothing more is pulled
+                    break
                 try:
                     image = await anext(self._images)
                 except StopAsyncIteration:
@@ -186,7 +194,7 @@ class KeyedRun:
             request: UpscaleRequest | None = client.make_request(
                 image, scale=self._scale, face_enhance=self._face_enhance
             )
-        except RealESRGANError as exc:  # refused before anything is sent
+        except InvalidRequestError as exc:  # refused before anything is sent
             await self._send.send(Outcome(index, None, error=exc))
             return
         key = idempotency_key(image, scale=self._scale, face_enhance=self._face_enhance)
@@ -210,11 +218,15 @@ class KeyedRun:
                 resubmits += 1
                 await anyio.sleep(delay)
                 continue
-            except RealESRGANError as exc:
+            except (RealESRGANError, InvalidRequestError) as exc:  # (a preflight refusal too)
                 if isinstance(exc, _ENDS_RUN) or (
                     isinstance(exc, StoreError) and not isinstance(exc, OutputExpiredError)
                 ):
+                    # Nothing was paid for this input (a refused or unrecorded submit
+                    # sends nothing): no outcome, as in upscale_many; the run reports it
+                    # unfinished, stopped by this error.
                     self._error = self._error or exc
+                    return
                 await self._send.send(self._failed(index, request, exc, earlier))
                 return
             outcome = Outcome(
@@ -229,7 +241,10 @@ class KeyedRun:
 
     @staticmethod
     def _failed(
-        index: int, request: UpscaleRequest | None, error: RealESRGANError, earlier: list[str]
+        index: int,
+        request: UpscaleRequest | None,
+        error: RealESRGANError | InvalidRequestError,
+        earlier: list[str],
     ) -> Outcome:
         request_id = getattr(error, "request_id", None)
         return Outcome(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,116 @@ def test_store_usage_errors_exit_2_before_anything_is_sent(
 
     assert 2 == result.code
     assert message in result.err
+
+
+def test_a_job_that_ends_error_is_resubmitted_under_a_key_of_its_own(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """Every job ends ERROR (not charged): the input is tried 3 times (the default policy),
+    each attempt under ``<key>:resubmit-<n>``; a rerun finds all three keys and pays nothing."""
+    with running_emulator(fast_config(error_rate=1.0)) as gateway:
+        listing = _listing(tmp_path / "urls.txt", [gateway.sample_url("tiny.png")])
+        args = ["batch", listing, "--store", tmp_path / "keys.db", "--out", tmp_path / "out"]
+        first = run_cli(*args, "--json", *gateway_args(gateway))
+        paid = gateway.emulator.stats().jobs_created
+        rerun = run_cli(*args, "--json", *gateway_args(gateway))
+        paid_after_rerun = gateway.emulator.stats().jobs_created
+
+    assert (1, 1) == (first.code, rerun.code)
+    assert 3 == paid == paid_after_rerun
+    entry = first.json()["results"][0]
+    assert ("errored", "JobSystemError") == (entry["status"], entry["error"]["type"])
+    assert entry["request_id"] == rerun.json()["results"][0]["request_id"]
+
+
+def test_a_refused_key_or_input_with_a_store_is_reported_as_without_one(
+    run_cli: RunCli, shared_gateway: RunningEmulator, tmp_path: Path
+) -> None:
+    wrong = "wrong-key-0123456789abcdef"
+    listing = _listing(
+        tmp_path / "urls.txt", [shared_gateway.sample_url("tiny.png"), "ftp://example.com/a.png"]
+    )
+    store = ["--store", tmp_path / "keys.db", "--out", tmp_path / "out"]
+
+    refused = run_cli(
+        "batch", listing, *store, *gateway_args(shared_gateway, wrong), secrets=(KEY, wrong)
+    )
+    rejected = run_cli("batch", listing, *store, "--json", *gateway_args(shared_gateway))
+
+    assert 3 == refused.code
+    assert "real-esrgan: error: the run stopped: gateway answered 401" in refused.err
+    assert 1 == rejected.code
+    statuses = [entry["status"] for entry in rejected.json()["results"]]
+    assert ["completed", "rejected"] == statuses
+
+
+def test_an_unreachable_gateway_with_a_store_exits_4(run_cli: RunCli, tmp_path: Path) -> None:
+    listing = _listing(tmp_path / "urls.txt", ["https://images.example/a.png"] * 3)
+
+    result = run_cli(
+        "batch", listing, "--store", tmp_path / "keys.db", "--no-preflight",
+        "--out", tmp_path / "out", "--base-url", f"http://127.0.0.1:{free_port()}",
+        "--api-key", KEY,
+    )  # fmt: skip
+
+    assert 4 == result.code
+    assert "cannot reach the gateway at http://127.0.0.1:" in result.err
+
+
+def _age_every_record(store: Path, seconds: float) -> None:
+    """Make every finished key of an SQLite store `seconds` older (its output URLs expired)."""
+    with sqlite3.connect(store) as db:
+        for key, value in db.execute("SELECT key, value FROM keys").fetchall():
+            record = json.loads(value)
+            record["finished_at"] -= seconds
+            db.execute("UPDATE keys SET value = ? WHERE key = ?", (json.dumps(record), key))
+
+
+def test_a_rerun_after_the_output_urls_expired_keeps_the_saved_outputs(
+    run_cli: RunCli, shared_gateway: RunningEmulator, tmp_path: Path
+) -> None:
+    """Over an hour later the recorded results cannot be downloaded again: an output already
+    on disk counts as saved (exit 0, nothing paid); a missing one is an OutputExpiredError."""
+    urls = [shared_gateway.sample_url("tiny.png"), shared_gateway.sample_url("gray.png")]
+    listing = _listing(tmp_path / "urls.txt", urls)
+    store = tmp_path / "keys.db"
+    out = tmp_path / "out"
+    args = ["batch", listing, "--store", store, "--out", out, "--json"]
+    assert 0 == run_cli(*args, *gateway_args(shared_gateway)).code
+    _age_every_record(store, 2 * 3600)
+    paid = shared_gateway.emulator.stats().jobs_created
+
+    kept = run_cli(*args, *gateway_args(shared_gateway))
+    sorted(out.iterdir())[1].unlink()
+    lost = run_cli(*args, *gateway_args(shared_gateway))
+
+    assert paid == shared_gateway.emulator.stats().jobs_created  # nothing paid again
+    assert 0 == kept.code, kept.err
+    assert [True, True] == [entry["ok"] for entry in kept.json()["results"]]
+    assert 1 == lost.code
+    entry = lost.json()["results"][1]
+    assert "OutputExpiredError" == entry["error"]["type"]
+    assert entry["request_id"] in entry["error"]["message"]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_an_ambiguous_submit_is_never_paid_again_by_a_rerun(
+    run_cli: RunCli, tmp_path: Path, backend: str
+) -> None:
+    """The gateway creates the job, then the connection drops before its answer: the input is
+    reported ambiguous, and a rerun (any machine on the store) reports it again, paying nothing."""
+    with running_emulator(fast_config(drop_after_create_rate=1.0)) as gateway:
+        listing = _listing(tmp_path / "urls.txt", [gateway.sample_url("tiny.png")])
+        args = [
+            "batch", listing, "--store", tmp_path / "keys.db", "--out", tmp_path / "out",
+            "--json", "--backend", backend, *gateway_args(gateway),
+        ]  # fmt: skip
+        first = run_cli(*args)
+        rerun = run_cli(*args)
+        paid = gateway.emulator.stats().jobs_created
+
+    assert (1, 1) == (first.code, rerun.code)
+    assert 1 == paid
+    for result in (first, rerun):
+        entry = result.json()["results"][0]
+        assert ("errored", "AmbiguousSubmitError") == (entry["status"], entry["error"]["type"])
