@@ -421,7 +421,8 @@ class _Runner:
         options = self._options
         run: UpscaleRun | KeyedRun
         if options.keyed:
-            # Once upscale_many takes an idempotency_key callable, this is that call.
+            # Once upscale_many takes `idempotency_key=(index, image) -> key`, this is the
+            # call below plus `idempotency_key=lambda _, url: idempotency_key(url, ...)`.
             run = KeyedRun(
                 self._client,
                 timed,
