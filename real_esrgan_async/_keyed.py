@@ -170,13 +170,21 @@ class Keys:
         key, text = pending.key, pending.dumps()
         created: list[Job] = []
         try:
+            failure: Exception | None = None
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._renew, key)
                 try:
                     await self.take_submit_token()  # only a POST spends the fleet's budget
                     job = await session.submit(pending.request, headers, on_created=created.append)
+                except Exception as exc:  # noqa: BLE001 (re-raised below, outside the group)
+                    # Raised here, it would leave the task group wrapped in an
+                    # ExceptionGroup, and miss the AMBIGUOUS branch: the key would be
+                    # freed and the next caller would pay again.
+                    failure = exc
                 finally:
                     tasks.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
         except AmbiguousSubmitError as exc:
             with anyio.CancelScope(shield=True):
                 await self._record(key, text, pending.ambiguous(str(exc)).dumps())

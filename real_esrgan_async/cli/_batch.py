@@ -56,12 +56,16 @@ from real_esrgan_async import (
     InvalidRequestError,
     JournalError,
     Outcome,
+    OutputExpiredError,
     RealESRGANError,
     SQLiteJournal,
     Stats,
+    Store,
+    StoreError,
     UpscaleRun,
 )
 
+from ._keyed import KeyedRun
 from ._local import Publisher
 from ._output import Output, one_line
 from ._parser import ExitCode
@@ -277,6 +281,11 @@ class BatchOptions:
         journal: The batch's journal, to resume it after a crash; None for none.
         resubmit_ambiguous: Submit again the inputs the journal says may or may
             not have been submitted.
+        preflight: Read each input's header from its host before paying for
+            its job, and refuse (unpaid) one over the model's pixel limit or
+            not an image.
+        keyed: Submit each input under its idempotency key (``--store``; see
+            `_keyed`) instead of through a journal.
     """
 
     scale: int
@@ -286,6 +295,8 @@ class BatchOptions:
     job_timeout: float | None = None
     journal: Path | None = None
     resubmit_ambiguous: bool = False
+    preflight: bool = True
+    keyed: bool = False
 
 
 @attrs.frozen
@@ -402,21 +413,35 @@ class _Runner:
         self._download_slots = anyio.Semaphore(min(options.concurrency, MAX_DOWNLOADS))
         self.journal: SQLiteJournal | None = None
         #: The fan-out, once started.
-        self.run: UpscaleRun | None = None
+        self.run: UpscaleRun | KeyedRun | None = None
         # Outputs are marked saved by absolute path: a rerun from another directory finds them.
         self._saved_dir = Path(os.path.abspath(options.out_dir))
 
     async def consume(self, timed: _TimedInputs, downloads: anyio.abc.TaskGroup) -> None:
         options = self._options
-        self.run = run = self._client.upscale_many(
-            timed,
-            scale=options.scale,
-            face_enhance=options.face_enhance,
-            max_in_flight=options.concurrency,
-            job_timeout=options.job_timeout,
-            journal=self.journal,
-            resubmit_ambiguous=options.resubmit_ambiguous,
-        )
+        run: UpscaleRun | KeyedRun
+        if options.keyed:
+            # Once upscale_many takes `idempotency_key=(index, image) -> key`, this is the
+            # call below plus `idempotency_key=lambda _, url: idempotency_key(url, ...)`.
+            run = KeyedRun(
+                self._client,
+                timed,
+                scale=options.scale,
+                face_enhance=options.face_enhance,
+                max_in_flight=options.concurrency,
+                job_timeout=options.job_timeout,
+            )
+        else:
+            run = self._client.upscale_many(
+                timed,
+                scale=options.scale,
+                face_enhance=options.face_enhance,
+                max_in_flight=options.concurrency,
+                job_timeout=options.job_timeout,
+                journal=self.journal,
+                resubmit_ambiguous=options.resubmit_ambiguous,
+            )
+        self.run = run
         async with run:
             async for outcome in run:
                 taken = timed.taken.pop(outcome.index)
@@ -428,6 +453,10 @@ class _Runner:
                     latency = anyio.current_time() - taken.at
                 if outcome.saved_to is not None and await anyio.Path(outcome.saved_to).is_file():
                     self.record(_skipped(outcome, taken.input))
+                elif isinstance(outcome.error, OutputExpiredError) and await self._saved_before(
+                    outcome, taken.input
+                ):
+                    pass  # recorded as saved by an earlier run
                 elif outcome.ok:
                     await self._download_slots.acquire()
                     downloads.start_soon(self._save, outcome, taken.input, latency)
@@ -437,6 +466,25 @@ class _Runner:
                         # Every further submit would fail alike (the client has already
                         # retried this one): stop now rather than reject every input.
                         raise GatewayUnreachableError(str(self._client.base_url), outcome.error)
+
+    async def _saved_before(self, outcome: Outcome, item: Input) -> bool:
+        """With ``--store``: a key whose job finished over an hour ago (its output URLs are
+        gone) and whose output is on disk under its name was saved by an earlier run."""
+        dest = self._options.out_dir / output_name(outcome.index, item.url)
+        if not await anyio.Path(dest).is_file():
+            return False
+        saved = Entry(
+            index=outcome.index,
+            line=item.line,
+            url=item.url,
+            category=Category.COMPLETED,
+            request_id=outcome.request_id,
+            output=dest,
+            resumed=True,
+            skipped=True,
+        )
+        self.record(saved)
+        return True
 
     async def _save(self, outcome: Outcome, item: Input, latency: float | None) -> None:
         state = outcome.result
@@ -595,14 +643,30 @@ class GatewayAccess:
 
 
 def make_client(
-    gateway: GatewayAccess, *, on_progress: Callable[[Stats], None] | None = None
+    gateway: GatewayAccess,
+    *,
+    on_progress: Callable[[Stats], None] | None = None,
+    preflight: bool = False,
+    store: Store | None = None,
 ) -> AsyncRealESRGAN:
     """A client for `gateway`.
+
+    Args:
+        gateway: Where to send the jobs, and the key.
+        on_progress: Called with the client's stats on each change.
+        preflight: Read each input's header before paying for its job.
+        store: Where idempotency keys are recorded (``--store``).
 
     Raises:
         InvalidRequestError: The base URL is malformed.
     """
-    return AsyncRealESRGAN(gateway.api_key, base_url=gateway.base_url, on_progress=on_progress)
+    return AsyncRealESRGAN(
+        gateway.api_key,
+        base_url=gateway.base_url,
+        on_progress=on_progress,
+        preflight=preflight,
+        store=store,
+    )
 
 
 def execute_batch(
@@ -616,6 +680,7 @@ def execute_batch(
     total: int | None,
     emulated: bool = False,
     image_host: ImageHost | None = None,
+    store: Store | None = None,
 ) -> ExitCode:
     """Run a batch to its end, print its summary and say how the command should exit.
 
@@ -629,6 +694,7 @@ def execute_batch(
         total: How many inputs there are, when known (for the progress bar).
         emulated: The gateway is the embedded emulator (nothing is charged).
         image_host: Publishes the local files among the inputs.
+        store: Where the idempotency keys of a keyed batch are recorded.
 
     Returns:
         The exit status (see `ExitCode`).
@@ -646,13 +712,22 @@ def execute_batch(
         output, enabled=wants_progress(output, json=json), total=total, label="upscaling"
     )
     try:
-        client = make_client(gateway, on_progress=progress.on_stats)
+        client = make_client(
+            gateway, on_progress=progress.on_stats, preflight=options.preflight, store=store
+        )
     except InvalidRequestError as exc:  # a malformed --base-url
         output.error(str(exc))
         return ExitCode.USAGE
 
+    refused: list[StoreError] = []
+
     async def main() -> None:
-        async with client:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(client)
+            except StoreError as exc:  # unreachable, or another version's: nothing was sent
+                refused.append(exc)
+                return
             progress.start()
             try:
                 async with anyio.create_task_group() as run_scope:
@@ -677,6 +752,9 @@ def execute_batch(
         # The run has already unwound: submission stopped, and the report holds
         # the ids of the jobs paid for and still running.
         report.interrupted = True
+    if refused:
+        output.error(str(refused[0]))  # names the store, never its password
+        return ExitCode.USAGE
     if source is not None:
         report.last_line = source.last_line
     if json:

@@ -27,7 +27,10 @@ from real_esrgan_async import (
     InvalidRequestError,
     JobState,
     RealESRGANError,
+    RedisStore,
+    SQLiteStore,
     Status,
+    Store,
 )
 from real_esrgan_async._client import API_KEY_ENV, DEFAULT_BASE_URL
 from real_esrgan_async._urls import is_loopback_url
@@ -79,6 +82,7 @@ def _options(args: argparse.Namespace) -> BatchOptions:
         out_dir=args.out,
         concurrency=args.concurrency,
         job_timeout=args.timeout,
+        preflight=args.preflight,
     )
 
 
@@ -123,6 +127,19 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
     gateway = gateway_access(args, output)
     if gateway is None:
         return ExitCode.USAGE
+    store = None
+    if args.store is not None:
+        try:
+            store = parse_store(args.store)
+        except (InvalidRequestError, ImportError) as exc:
+            output.error(str(exc))
+            return ExitCode.USAGE
+        if args.resubmit_ambiguous:
+            output.error(
+                "--resubmit-ambiguous applies to a journal: with --store an ambiguous key stays "
+                "ambiguous (check the provider's dashboard for its job)"
+            )
+            return ExitCode.USAGE
     # utf-8-sig: a list saved by an editor that writes a byte order mark (Windows
     # Notepad) must not reject its first URL; without a BOM it reads as UTF-8.
     stream: TextIO
@@ -137,7 +154,10 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
             return ExitCode.USAGE
         name = args.file
     options = attrs.evolve(
-        _options(args), journal=_journal_path(args), resubmit_ambiguous=args.resubmit_ambiguous
+        _options(args),
+        journal=None if store is not None else _journal_path(args),
+        resubmit_ambiguous=args.resubmit_ambiguous,
+        keyed=store is not None,
     )
     # The bar's total: worth a first read of a file only when a bar is drawn; a
     # stream (stdin) has none, and is never read ahead.
@@ -153,6 +173,7 @@ def run_batch_command(args: argparse.Namespace, output: Output) -> int:
             backend=args.backend,
             json=args.json,
             total=total,
+            store=store,
         )
     finally:
         if stream is not sys.stdin:
@@ -166,6 +187,32 @@ def _stdin_as_utf8() -> TextIO:
         # Allowed while nothing has been read from it, as at the start of the command.
         stdin.reconfigure(encoding=BATCH_ENCODING)
     return stdin
+
+
+def parse_store(text: str) -> Store:
+    """``--store``: a `RedisStore` for a ``redis://``, ``rediss://`` or ``unix://`` URL, an
+    `SQLiteStore` for ``sqlite:///PATH`` or a plain path.
+
+    Raises:
+        InvalidRequestError: Another scheme, or an empty path.
+        ImportError: A Redis URL without redis-py installed (the fleet extra).
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        path = text
+    elif scheme in ("redis", "rediss", "unix"):
+        return RedisStore(text)  # (an ImportError naming the fleet extra without redis-py)
+    elif scheme == "sqlite":
+        # As SQLAlchemy reads it: sqlite:///keys.db is keys.db, sqlite:////var/k.db is /var/k.db.
+        path = rest[1:] if rest.startswith("/") else rest
+    else:
+        raise InvalidRequestError(
+            f"--store must be redis://HOST:PORT/DB (or rediss://, unix://), sqlite:///PATH or a "
+            f"file path, got a {scheme}:// URL"
+        )
+    if not path:
+        raise InvalidRequestError("--store needs a file path after sqlite:///")
+    return SQLiteStore(path)
 
 
 def _journal_path(args: argparse.Namespace) -> Path | None:

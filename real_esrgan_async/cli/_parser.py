@@ -69,6 +69,7 @@ examples:
   {PROG} demo                                    # try it offline, no key needed
   {PROG} upscale https://example.com/cat.jpg --scale 2
   {PROG} batch urls.txt --out big/ --concurrency 64
+  {PROG} batch part-3.txt --store redis://redis.internal:6379/0  # one bill for many
   grep -h '^https' lists/*.txt | {PROG} batch - --json > run.json
   {PROG} status real-esrgan_019d...
   {PROG} emulator --time-scale 0.1               # a local gateway to test against
@@ -77,7 +78,8 @@ exit status:
   0    every input was upscaled and saved
   1    some input failed, errored, was rejected or could not be saved;
        for status: the job ended FAILED or ERROR, or the gateway does not know it
-  2    usage error (bad option, missing API key, unreadable batch file)
+  2    usage error (bad option, missing API key, unreadable batch file,
+       a --store that cannot be reached or is of another version)
   3    the gateway refused the key or the wallet (401/402/403); the run stopped
   4    the gateway could not be reached (wrong --base-url, network down); the run stopped
   130  interrupted (Ctrl+C); the ids of unfinished paid jobs are printed"""
@@ -151,6 +153,15 @@ def _add_journal(parser: argparse.ArgumentParser) -> None:
     )
     where.add_argument(
         "--no-journal", action="store_true", help="keep no journal: a rerun submits everything"
+    )
+    where.add_argument(
+        "--store",
+        metavar="URL_OR_PATH",
+        help="record an idempotency key per input (its URL, scale and face enhancement) in a "
+        "store instead of a journal, so that every batch sharing it, on any machine and from "
+        "any list, pays at most once per input, and a rerun resumes: redis://HOST:PORT/DB "
+        "(also rediss://, unix://; needs the fleet extra) for several machines, or an SQLite "
+        "file (PATH or sqlite:///PATH) for one",
     )
     group.add_argument(
         "--resubmit-ambiguous",
@@ -226,6 +237,14 @@ def _job_options() -> _Parser:
         type=positive_seconds,
         help="stop waiting on a job after S seconds (it keeps running at the provider, and "
         "its id is printed); default: wait as long as it takes",
+    )
+    group.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help="do not read each input's header from its host before paying for its job (by "
+        "default an input over the model's 2,096,704 pixels, or not an image, is refused "
+        "unpaid: a job on it would end FAILED, and FAILED is charged)",
     )
     return parent
 

@@ -33,8 +33,9 @@ def test_a_batch_with_failures_exits_1_and_reports_each_input(
     out = tmp_path / "out"
 
     result = run_cli(
-        "batch", listing, "--scale", "2", "--out", out, "--json", *gateway_args(shared_gateway)
-    )
+        "batch", listing, "--scale", "2", "--out", out, "--json", "--no-preflight",
+        *gateway_args(shared_gateway),
+    )  # fmt: skip
 
     assert 1 == result.code
     document = result.json()
@@ -83,8 +84,9 @@ def test_the_human_summary_counts_each_kind_of_failure(
     _failure_listing(shared_gateway, listing)
 
     result = run_cli(
-        "batch", listing, "--scale", "1", "--out", tmp_path / "out", *gateway_args(shared_gateway)
-    )
+        "batch", listing, "--scale", "1", "--out", tmp_path / "out", "--no-preflight",
+        *gateway_args(shared_gateway),
+    )  # fmt: skip
 
     assert 1 == result.code
     assert "2 of 6 inputs upscaled and saved" in result.out
@@ -248,8 +250,10 @@ def test_a_corrupt_or_oversized_input_gets_a_hint_in_plain_words(
 ) -> None:
     urls = [shared_gateway.sample_url("corrupt.png"), shared_gateway.sample_url("oversized.png")]
 
-    human = run_cli("upscale", *urls, "--out", tmp_path, *gateway_args(shared_gateway))
-    document = run_cli("upscale", *urls, "--out", tmp_path, "--json", *gateway_args(shared_gateway))
+    # Without preflight, which would refuse both unpaid (see test_cli_preflight.py).
+    args = ["--out", tmp_path, "--no-preflight", *gateway_args(shared_gateway)]
+    human = run_cli("upscale", *urls, *args)
+    document = run_cli("upscale", *urls, "--json", *args)
 
     assert (1, 1) == (human.code, document.code)
     corrupt, oversized = sorted(human.err.splitlines())

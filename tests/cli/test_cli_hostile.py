@@ -23,13 +23,26 @@ def _scripted_args() -> list[str]:
     return ["--base-url", BASE, "--api-key", KEY]
 
 
+#: The scripted gateway mocks no image host for preflight to read: these tests are about the
+#: gateway's error texts.
+NO_PREFLIGHT = "--no-preflight"
+
+
 def test_a_gateway_error_with_control_characters_prints_escaped_and_json_keeps_it_exact(
     run_cli: RunCli, tmp_path: Path
 ) -> None:
     with scripted_gateway(error=f"bad input {HOSTILE}") as gateway:
-        human = run_cli("upscale", "https://img.test/a.png", "--out", tmp_path, *_scripted_args())
+        human = run_cli(
+            "upscale", "https://img.test/a.png", "--out", tmp_path, NO_PREFLIGHT, *_scripted_args()
+        )
         document = run_cli(
-            "upscale", "https://img.test/a.png", "--out", tmp_path, "--json", *_scripted_args()
+            "upscale",
+            "https://img.test/a.png",
+            "--out",
+            tmp_path,
+            "--json",
+            NO_PREFLIGHT,
+            *_scripted_args(),
         )
 
     assert (1, 1) == (human.code, document.code)
@@ -68,9 +81,17 @@ def test_a_very_long_gateway_error_is_shortened_for_people_and_whole_in_json(
 ) -> None:
     error = "Traceback: " + "x" * 1_500  # long for a terminal, within what the library keeps
     with scripted_gateway(error=error) as gateway:
-        human = run_cli("upscale", "https://img.test/a.png", "--out", tmp_path, *_scripted_args())
+        human = run_cli(
+            "upscale", "https://img.test/a.png", "--out", tmp_path, NO_PREFLIGHT, *_scripted_args()
+        )
         document = run_cli(
-            "upscale", "https://img.test/a.png", "--out", tmp_path, "--json", *_scripted_args()
+            "upscale",
+            "https://img.test/a.png",
+            "--out",
+            tmp_path,
+            "--json",
+            NO_PREFLIGHT,
+            *_scripted_args(),
         )
         status = run_cli("status", "real-esrgan_00000000", *_scripted_args())
 
