@@ -82,7 +82,8 @@ class Ledger:
         if webhook:
             self._webhooked.add(request_id)
         logger.debug("submitted %s%s", request_id, " (reports by webhook)" if webhook else "")
-        self._event(JobEvent(request_id, EventKind.SUBMITTED, Status.QUEUED, self._clock()))
+        if self._on_event is not None:  # (no event is built for nobody: one per job and change)
+            self._on_event(JobEvent(request_id, EventKind.SUBMITTED, Status.QUEUED, self._clock()))
         self._progress()
 
     def record_resubmitted(self, previous: str, request_id: str) -> None:
@@ -125,7 +126,8 @@ class Ledger:
             return
         self._last_status[request_id] = state.status
         logger.debug("%s is %s", request_id, state.status.value)
-        self._event(JobEvent(request_id, EventKind.STATUS, state.status, self._clock()))
+        if self._on_event is not None:
+            self._on_event(JobEvent(request_id, EventKind.STATUS, state.status, self._clock()))
 
     def record_terminal(self, state: JobState) -> bool:
         """The job was seen finished; return True the first time for an unfinished job."""
@@ -152,9 +154,12 @@ class Ledger:
         )
         if webhooked and not called_back:
             self._lost_callback(request_id)
-        self._event(
-            JobEvent(request_id, EventKind.FINISHED, state.status, self._clock(), error=state.error)
-        )
+        if self._on_event is not None:
+            self._on_event(
+                JobEvent(
+                    request_id, EventKind.FINISHED, state.status, self._clock(), error=state.error
+                )
+            )
         self._progress()
         return True
 
