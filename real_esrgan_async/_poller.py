@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -31,6 +32,11 @@ from ._scheduler import PollPolicy, PollScheduler
 #: spins the CPU (measured: 61% of an idle core under uvloop with no floor, 3% with
 #: a 1 ms one); 5 ms keeps a margin over that and delays no check noticeably.
 MIN_SLEEP = 0.005
+
+#: Checker tasks at most (more when the client has more connections): due checks wait
+#: in a queue for one, instead of a task each (a task costs more than the check's own
+#: bookkeeping, and memory per job when thousands fall due at once).
+MIN_CHECKERS = 64
 
 #: A waiter's callback receives the COMPLETED/FAILED/ERROR state, or the error
 #: that ended the wait (a timeout, a key rejected, an unknown id).
@@ -56,6 +62,9 @@ class Poller:
         self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
+        self._due: deque[str] = deque()  # handed out by the scheduler, not yet on the wire
+        self._checkers = 0
+        self._max_checkers = max(MIN_CHECKERS, int(gateway.limiter.total_tokens))
 
     def watch(
         self,
@@ -132,8 +141,10 @@ class Poller:
                 timeout = self._waiters[token][1]
                 assert timeout is not None
                 self._resolve(token, JobTimeoutError(request_id, timeout))
-            for request_id in scheduler.due(now):
-                task_group.start_soon(self._check, request_id)
+            self._due.extend(scheduler.due(now))
+            while self._checkers < min(len(self._due), self._max_checkers):
+                self._checkers += 1
+                task_group.start_soon(self._checker)
             wake_at = scheduler.next_wakeup(now)
             self._sleeping_until = math.inf if wake_at is None else max(wake_at, now + MIN_SLEEP)
             self._wakeup = anyio.Event()
@@ -142,26 +153,38 @@ class Poller:
             # A wake-up by `watch` can come sooner than the floor; keep the floor.
             await anyio.sleep(max(0.0, now + MIN_SLEEP - anyio.current_time()))
 
+    async def _checker(self) -> None:
+        """Make the queued checks, one after another, until none is left."""
+        try:
+            while self._due:
+                await self._check(self._due.popleft())
+        finally:
+            self._checkers -= 1
+
     async def _check(self, request_id: str) -> None:
         scheduler = self.scheduler
         try:
             state = await self._gateway.status(request_id, retry=False)
         except RateLimitError:
             # The gateway says how many checks it allows: halve the budget (AIMD).
-            scheduler.on_rate_limited(anyio.current_time())
+            now = anyio.current_time()
+            scheduler.on_rate_limited(now)
             scheduler.pause_until(self._gateway.cooldown.until)
-            scheduler.on_check_failed(request_id, now=anyio.current_time())
+            scheduler.on_check_failed(request_id, now=now)
         except (APIConnectionError, ServerError):
             # Transient: the scheduler looks again after its backoff gap.
-            scheduler.on_check_failed(request_id, now=anyio.current_time())
+            now = anyio.current_time()
+            scheduler.on_check_failed(request_id, now=now)
         except APIError as exc:
             # 401/403/404 or a malformed answer: repeating will not help. The error
             # names the request_id, so the paid job still reaches the caller.
+            now = anyio.current_time()
             for token in scheduler.forget(request_id):
                 self._resolve(token, exc)
         else:
-            self._feed(state, anyio.current_time())
-        self._wake_if_sooner(anyio.current_time())
+            now = anyio.current_time()
+            self._feed(state, now)
+        self._wake_if_sooner(now)
 
     def _feed(self, state: JobState, now: float) -> None:
         terminal = state.status.is_terminal
