@@ -59,7 +59,10 @@ class Poller:
         self._gateway = gateway
         self._on_terminal = on_terminal
         self._on_state = on_state  # every state fed, before `on_terminal` (progress events)
-        self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
+        # token -> callback, and the timeout of the waits that have one (a tuple per wait
+        # would cost 64 bytes per job in flight; the scheduler knows each token's id).
+        self._waiters: dict[int, Callback] = {}
+        self._timeouts: dict[int, float] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
         self._due: deque[str] = deque()  # handed out by the scheduler, not yet on the wire
@@ -95,12 +98,15 @@ class Poller:
             safety_net=safety_net,
             megapixels=megapixels,
         )
-        self._waiters[token] = (callback, timeout, request_id)
+        self._waiters[token] = callback
+        if timeout is not None:
+            self._timeouts[token] = timeout
         self._wake_if_sooner(now)
         return token
 
     def unwatch(self, token: int) -> None:
         """Forget a waiter that left (its callback will not be called)."""
+        self._timeouts.pop(token, None)
         if self._waiters.pop(token, None) is not None:
             self.scheduler.remove_waiter(token)
 
@@ -114,7 +120,14 @@ class Poller:
     def fail_all(self, make_error: Callable[[str], BaseException]) -> None:
         """End every wait now: each callback gets `make_error(its request_id)`."""
         waiters, self._waiters = self._waiters, {}
-        for token, (callback, _, request_id) in waiters.items():
+        for token, callback in waiters.items():
+            request_id = self.scheduler.request_id_of(token)
+            if request_id is None:
+                # The scheduler already handed it out (an answer or a timeout is being
+                # delivered right now, by the loop that called this): that loop resolves it.
+                self._waiters[token] = callback
+                continue
+            self._timeouts.pop(token, None)
             self.scheduler.remove_waiter(token)
             callback(make_error(request_id))
 
@@ -138,8 +151,7 @@ class Poller:
         while True:
             now = anyio.current_time()
             for token, request_id in scheduler.expired(now):
-                timeout = self._waiters[token][1]
-                assert timeout is not None
+                timeout = self._timeouts[token]
                 self._resolve(token, JobTimeoutError(request_id, timeout))
             self._due.extend(scheduler.due(now))
             while self._checkers < min(len(self._due), self._max_checkers):
@@ -204,9 +216,10 @@ class Poller:
             self._resolve(token, state)
 
     def _resolve(self, token: int, resolution: Resolution) -> None:
-        waiter = self._waiters.pop(token, None)
-        if waiter is not None:
-            waiter[0](resolution)
+        self._timeouts.pop(token, None)
+        callback = self._waiters.pop(token, None)
+        if callback is not None:
+            callback(resolution)
 
     def _wake_if_sooner(self, now: float) -> None:
         wake_at = self.scheduler.next_wakeup(now)
