@@ -1,21 +1,24 @@
-"""Benchmark 3: memory and CPU with 10,000 jobs in flight at once, against a task per job.
+"""Benchmark 3: memory and CPU with 100,000 jobs in flight at once, against a task per job.
 
 Each variant runs in a fresh child process (so that one variant's freed memory does not hide
 the next one's), against a fresh emulator with the same seed:
 
-- ``library``: `upscale_many` over 10,000 URLs with ``max_in_flight=10_000``: every job is
+- ``library``: `upscale_many` over 100,000 URLs with ``max_in_flight=100_000``: every job is
   submitted as fast as the client can, and waits in the one poll scheduler;
 - ``task per job``: the minimal honest baseline, one asyncio task per job that submits, then
-  sleeps and polls every 5 s (scaled).
+  sleeps and polls every 5 s (scaled);
+- ``library at N``: the library again with 1,000 and 10,000 jobs, so that the CPU per job
+  (and the memory per job) can be compared from 1,000 to 100,000 in flight.
 
-The jobs follow the timing model without cold starts, slowed down (``time_scale`` 60) so that
-none finishes, and no status call of either variant falls, before the run ends ``horizon``
-seconds after the last submission: both variants do the same work (10,000 submits, then holding
-10,000 jobs), which makes their CPU comparable. The cost of a status call is benchmark 2's. Jobs
-still running at the end are not lost (their ids are known) but are not waited for. Measured in
-the child: resident memory (RSS) sampled every 20 ms next to the number of jobs in flight; per
-in-flight job = (RSS at the peak of jobs in flight - RSS before the run) / that peak; client
-CPU time (user + system) from after a warm-up until all are submitted, and then while holding.
+The jobs follow the timing model without cold starts, slowed down (``time_scale`` 200) so
+that none finishes, and no status call of either variant falls, before the run ends
+``horizon`` seconds after the last submission: both variants do the same work (100,000
+submits, then holding 100,000 jobs), which makes their CPU comparable. The cost of a status
+call is benchmark 2's. Jobs still running at the end are not lost (their ids are known) but
+are not waited for. Measured in the child: resident memory (RSS) sampled every 20 ms next to
+the number of jobs in flight; per in-flight job = (RSS at the peak of jobs in flight - RSS
+before the run) / that peak; client CPU time (user + system) from after a warm-up until all
+are submitted, and then while holding.
 """
 
 from __future__ import annotations
@@ -62,13 +65,23 @@ class Setup:
     jobs: int
     time_scale: float
     horizon: float  # real seconds after the last submission
-    max_connections: int = 4  # as in benchmark 1: submitting 10,000 jobs goes faster
+    max_connections: int = 4  # as in benchmark 1: submitting many jobs goes faster
     seed: int = 33
     child_timeout: float = 300.0
+    #: Smaller runs of the library alone: is the CPU per job flat up to `jobs`?
+    scaling: tuple[int, ...] = ()
 
 
-FULL = Setup(jobs=10_000, time_scale=60.0, horizon=10.0)
-QUICK = Setup(jobs=100, time_scale=10.0, horizon=0.3, child_timeout=60.0)
+FULL = Setup(
+    jobs=100_000, time_scale=200.0, horizon=10.0, child_timeout=1200.0, scaling=(1_000, 10_000)
+)
+QUICK = Setup(jobs=100, time_scale=10.0, horizon=0.3, child_timeout=60.0, scaling=(30,))
+
+#: The memory target of issue 14: at most 1 KB per in-flight job at 100,000 in flight.
+MAX_BYTES_PER_JOB = 1024
+#: "Flat" CPU per job: submitting at the largest size costs at most this much more per job
+#: than at the smallest.
+MAX_CPU_GROWTH = 1.2
 
 
 @attrs.define
@@ -119,7 +132,7 @@ async def _sampler(probe: Probe, in_flight: Any, tracing: bool) -> None:
 
 async def library_child(config: dict[str, Any], probe: Probe) -> None:
     """`upscale_many` with every job in flight at once."""
-    setup = Setup(**config["setup"])
+    setup = attrs.evolve(Setup(**config["setup"]), jobs=config["jobs"])
     server = Server(**config["server"])
     warm = Server(**config["warm"])
     tracing = config["tracemalloc"]
@@ -173,7 +186,7 @@ async def _stop_after_submitted(
 
 async def tasks_child(config: dict[str, Any], probe: Probe) -> None:
     """One task per job: submit, then sleep 5 s (scaled) and poll, until terminal."""
-    setup = Setup(**config["setup"])
+    setup = attrs.evolve(Setup(**config["setup"]), jobs=config["jobs"])
     server = Server(**config["server"])
     warm = Server(**config["warm"])
     tracing = config["tracemalloc"]
@@ -228,8 +241,9 @@ CHILDREN = {"library": library_child, "task per job": tasks_child}
 
 def _child(config_json: str) -> None:
     config = json.loads(config_json)
+    config["setup"]["scaling"] = tuple(config["setup"]["scaling"])
     probe = Probe()
-    anyio.run(CHILDREN[config["variant"]], config, probe, backend="asyncio")
+    anyio.run(CHILDREN[config["child"]], config, probe, backend="asyncio")
     if tracemalloc.is_tracing():
         tracemalloc.stop()
     print(json.dumps(attrs.asdict(probe)), flush=True)
@@ -239,10 +253,11 @@ def _child(config_json: str) -> None:
 
 
 def _run_child(
-    variant: str, setup: Setup, server: Server, warm: Server, tracing: bool
+    variant: str, child: str, jobs: int, setup: Setup, server: Server, warm: Server, tracing: bool
 ) -> dict[str, Any]:
     config = {
-        "variant": variant,
+        "child": child,
+        "jobs": jobs,
         "setup": attrs.asdict(setup),
         "server": attrs.asdict(server),
         "warm": attrs.asdict(warm),
@@ -260,6 +275,7 @@ def _run_child(
         raise RuntimeError(f"the {variant!r} child failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["emulator"] = server.stats()
+    result["jobs"] = jobs
     return result
 
 
@@ -281,9 +297,12 @@ def run(quick: bool = False, *, tracing: bool = False) -> Report:
         "fetch_inputs": False,
         "cold_start_rate": 0.0,
     }
-    with emulator_processes(warm_config, *[config] * len(CHILDREN)) as (warm, *servers):
-        for variant, server in zip(CHILDREN, servers, strict=True):
-            results[variant] = _run_child(variant, setup, server, warm, tracing)
+    runs = [(name, name, setup.jobs) for name in CHILDREN] + [
+        (f"library at {jobs:,}", "library", jobs) for jobs in setup.scaling
+    ]
+    with emulator_processes(warm_config, *[config] * len(runs)) as (warm, *servers):
+        for (variant, child, jobs), server in zip(runs, servers, strict=True):
+            results[variant] = _run_child(variant, child, jobs, setup, server, warm, tracing)
             print(f"  [3.] {variant}: done in {results[variant]['wall']:.1f} s", flush=True)
     return _report(setup, results, tracing)
 
@@ -319,17 +338,18 @@ def _report(setup: Setup, results: dict[str, dict[str, Any]], tracing: bool) -> 
     if tracing:
         headers.insert(7, "traced bytes/job")
     rows = []
-    figures: dict[str, Any] = {"setup": attrs.asdict(setup), "variants": {}}
+    figures: dict[str, Any] = {"setup": attrs.asdict(setup), "variants": {}, "scaling": {}}
     base_mem = _per_job(base, "rss")
-    base_submit = base["cpu_submitted"] / setup.jobs
+    base_submit = base["cpu_submitted"] / base["jobs"]
     for name, r in results.items():
+        jobs = r["jobs"]
         per_job = _per_job(r, "rss")
-        submit_ms = r["cpu_submitted"] / setup.jobs * 1000
-        holding = _holding_us(r, setup.jobs)
+        submit_ms = r["cpu_submitted"] / jobs * 1000
+        holding = _holding_us(r, jobs)
         emulator = r["emulator"]
         row = [
             name,
-            fmt(setup.jobs),
+            fmt(jobs),
             fmt(r["submitted"]),
             fmt(r["peak_in_flight"]),
             fmt(r["rss_base"] / 1e6, 1),
@@ -339,12 +359,14 @@ def _report(setup: Setup, results: dict[str, dict[str, Any]], tracing: bool) -> 
             fmt(holding, 2),
             fmt(emulator["status_calls"]),
             fmt(per_job / base_mem) + "x",
-            fmt(r["cpu_submitted"] / setup.jobs / base_submit) + "x",
+            fmt(r["cpu_submitted"] / jobs / base_submit) + "x",
         ]
         if tracing:
             row.insert(7, fmt(_per_job(r, "traced"), 0))
         rows.append(row)
-        figures["variants"][name] = {
+        # The smaller library runs go apart: the variants are the two compared at `jobs`.
+        group = "variants" if name in CHILDREN else "scaling"
+        figures[group][name] = {
             **{k: v for k, v in r.items() if k != "emulator"},
             "bytes_per_in_flight_job": per_job,
             "traced_bytes_per_job": _per_job(r, "traced") if tracing else None,
@@ -352,12 +374,12 @@ def _report(setup: Setup, results: dict[str, dict[str, Any]], tracing: bool) -> 
             "cpu_us_per_job_second_holding": holding,
             "emulator_jobs_created": emulator["jobs_created"],
             "emulator_status_calls": emulator["status_calls"],
-            "lost": setup.jobs - r["submitted"],
+            "lost": jobs - r["submitted"],
         }
     lib = figures["variants"]["library"]
     notes = [
-        f"{setup.jobs:,} jobs, time_scale {setup.time_scale:g} without cold starts, both "
-        f"variants on {setup.max_connections} connections. Submitting took "
+        f"{setup.jobs:,} jobs, time_scale {setup.time_scale:g} without cold starts, every run "
+        f"on {setup.max_connections} connections. Submitting took "
         f"{lib['submit_seconds']:.1f} s for the library, {base['submit_seconds']:.1f} s for the "
         f"baseline; each run then held its jobs {setup.horizon:g} s and stopped. Jobs still "
         "running then are known by id, not lost.",
@@ -367,14 +389,33 @@ def _report(setup: Setup, results: dict[str, dict[str, Any]], tracing: bool) -> 
         "CPU: the client process's user + system time after a warm-up: until every job was "
         "submitted (per job), then while holding them (per job and second).",
     ]
+    if figures["scaling"]:
+        notes.append(
+            "`library at N`: the same library run with N jobs, to compare the CPU per job to "
+            "submit (and the memory per job) across sizes. At small N the RSS per job is "
+            "coarse (memory grows by whole pages and arenas)."
+        )
     targets: list[tuple[str, bool | None, str]] = [
         (
-            "<= 2 KB of memory per in-flight job",
-            lib["bytes_per_in_flight_job"] <= 2048,
+            f"<= {MAX_BYTES_PER_JOB:,} B of memory per in-flight job at {setup.jobs:,}",
+            lib["bytes_per_in_flight_job"] <= MAX_BYTES_PER_JOB,
             f"library {lib['bytes_per_in_flight_job']:,.0f} B (RSS delta at the peak of "
             f"{lib['peak_in_flight']:,} jobs in flight)",
         )
     ]
+    if figures["scaling"]:
+        smallest = min(figures["scaling"].values(), key=lambda v: v["jobs"])
+        growth = lib["cpu_ms_per_job_to_submit"] / smallest["cpu_ms_per_job_to_submit"]
+        targets.append(
+            (
+                f"CPU per job flat from {smallest['jobs']:,} to {setup.jobs:,} jobs "
+                f"(at most {MAX_CPU_GROWTH:g}x)",
+                growth <= MAX_CPU_GROWTH,
+                f"{smallest['cpu_ms_per_job_to_submit']:.2f} ms/job to submit at "
+                f"{smallest['jobs']:,}, {lib['cpu_ms_per_job_to_submit']:.2f} at "
+                f"{setup.jobs:,} ({growth:.2f}x)",
+            )
+        )
     text = table(headers, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)
     return Report(TITLE, text, figures, targets)
 

@@ -53,6 +53,11 @@ INSTANT_POLICY = PollPolicy(
 )
 
 
+#: The target of issue 14: the library adds at most ~10% to the transport's own cost per
+#: request, i.e. keeps >= 90% of the bare request rate on the same transport.
+MIN_RATIO = 0.9
+
+
 @attrs.frozen
 class Setup:
     """The size of one run."""
@@ -425,8 +430,8 @@ def _report(
     ]
     targets: list[tuple[str, bool | None, str]] = [
         (
-            ">= 80% of the bare-httpx request rate",
-            lib["vs_bare_httpx"] >= 0.8,
+            f">= {MIN_RATIO:.0%} of the bare-httpx request rate",
+            lib["vs_bare_httpx"] >= MIN_RATIO,
             f"library (httpx) {lib['requests_per_s']:,.0f} req/s = "
             f"{lib['vs_bare_httpx']:.0%} of bare httpx {bare.requests_per_s:,.0f} req/s",
         )
@@ -435,11 +440,12 @@ def _report(
     if aio.get("available"):
         targets.append(
             (
-                "library on the aiohttp transport keeps most of aiohttp's gain (informative)",
-                aio["vs_bare_httpx"] > 1.0,
-                f"{aio['requests_per_s']:,.0f} req/s = {aio['vs_bare_httpx']:.2f}x bare httpx, "
-                f"{aio['vs_bare_aiohttp']:.0%} of bare aiohttp, "
-                f"{aio['vs_bare_httpx_on_aiohttp']:.0%} of bare httpx on the same transport",
+                f">= {MIN_RATIO:.0%} of bare httpx on the same aiohttp transport",
+                aio["vs_bare_httpx_on_aiohttp"] >= MIN_RATIO,
+                f"{aio['requests_per_s']:,.0f} req/s = "
+                f"{aio['vs_bare_httpx_on_aiohttp']:.0%} of bare httpx on the same transport "
+                f"({aio['vs_bare_httpx']:.2f}x bare httpx, {aio['vs_bare_aiohttp']:.0%} of bare "
+                "aiohttp)",
             )
         )
     text = table(headers, rows) + "\n\n" + "\n".join(f"- {n}" for n in notes)

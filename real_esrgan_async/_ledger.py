@@ -65,10 +65,11 @@ class Ledger:
         self._on_progress = on_progress
         self._on_event = on_event
         self._clock = clock
-        self._unfinished: dict[str, None] = {}  # insertion-ordered set
+        # Unfinished jobs, oldest first -> the last status seen (None: none yet). One table,
+        # not two: it holds every job in flight (memory per job at 100,000 in flight).
+        self._unfinished: dict[str, Status | None] = {}
         self._webhooked: set[str] = set()
         self._called_back: set[str] = set()  # webhook jobs a callback was heard about
-        self._last_status: dict[str, Status] = {}  # unfinished jobs: the last status seen
         self._parked: list[Outcome] = []
         self._warned_lost_callbacks = False
 
@@ -77,12 +78,13 @@ class Ledger:
     def record_submitted(self, request_id: str, *, webhook: bool) -> None:
         """The gateway created a job for us: it is paid for and unfinished."""
         self.counters.submitted += 1
-        self._unfinished[request_id] = None
-        self._last_status.setdefault(request_id, Status.QUEUED)
+        if self._unfinished.get(request_id) is None:  # (a job adopted first keeps its status)
+            self._unfinished[request_id] = Status.QUEUED
         if webhook:
             self._webhooked.add(request_id)
         logger.debug("submitted %s%s", request_id, " (reports by webhook)" if webhook else "")
-        self._event(JobEvent(request_id, EventKind.SUBMITTED, Status.QUEUED, self._clock()))
+        if self._on_event is not None:  # (no event is built for nobody: one per job and change)
+            self._on_event(JobEvent(request_id, EventKind.SUBMITTED, Status.QUEUED, self._clock()))
         self._progress()
 
     def record_resubmitted(self, previous: str, request_id: str) -> None:
@@ -121,11 +123,12 @@ class Ledger:
         request_id = state.request_id
         if state.status.is_terminal or request_id not in self._unfinished:
             return  # terminal states go through `record_terminal`
-        if self._last_status.get(request_id) is state.status:
+        if self._unfinished[request_id] is state.status:
             return
-        self._last_status[request_id] = state.status
+        self._unfinished[request_id] = state.status
         logger.debug("%s is %s", request_id, state.status.value)
-        self._event(JobEvent(request_id, EventKind.STATUS, state.status, self._clock()))
+        if self._on_event is not None:
+            self._on_event(JobEvent(request_id, EventKind.STATUS, state.status, self._clock()))
 
     def record_terminal(self, state: JobState) -> bool:
         """The job was seen finished; return True the first time for an unfinished job."""
@@ -134,7 +137,6 @@ class Ledger:
         self._webhooked.discard(request_id)
         called_back = request_id in self._called_back
         self._called_back.discard(request_id)
-        self._last_status.pop(request_id, None)
         if request_id not in self._unfinished:
             return False  # not a job of ours, or already counted
         del self._unfinished[request_id]
@@ -152,9 +154,12 @@ class Ledger:
         )
         if webhooked and not called_back:
             self._lost_callback(request_id)
-        self._event(
-            JobEvent(request_id, EventKind.FINISHED, state.status, self._clock(), error=state.error)
-        )
+        if self._on_event is not None:
+            self._on_event(
+                JobEvent(
+                    request_id, EventKind.FINISHED, state.status, self._clock(), error=state.error
+                )
+            )
         self._progress()
         return True
 

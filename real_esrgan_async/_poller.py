@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -35,6 +36,11 @@ from ._scheduler import PollPolicy, PollScheduler
 #: spins the CPU (measured: 61% of an idle core under uvloop with no floor, 3% with
 #: a 1 ms one); 5 ms keeps a margin over that and delays no check noticeably.
 MIN_SLEEP = 0.005
+
+#: Checker tasks at most (more when the client has more connections): due checks wait
+#: in a queue for one, instead of a task each (a task costs more than the check's own
+#: bookkeeping, and memory per job when thousands fall due at once).
+MIN_CHECKERS = 64
 
 #: A waiter's callback receives the COMPLETED/FAILED/ERROR state, or the error
 #: that ended the wait (a timeout, a key rejected, an unknown id).
@@ -69,9 +75,15 @@ class Poller:
         self._gateway = gateway
         self._on_terminal = on_terminal
         self._on_state = on_state  # every state fed, before `on_terminal` (progress events)
-        self._waiters: dict[int, tuple[Callback, float | None, str]] = {}
+        # token -> callback, and the timeout of the waits that have one (a tuple per wait
+        # would cost 64 bytes per job in flight; the scheduler knows each token's id).
+        self._waiters: dict[int, Callback] = {}
+        self._timeouts: dict[int, float] = {}
         self._wakeup = anyio.Event()
         self._sleeping_until = math.inf
+        self._due: deque[str] = deque()  # handed out by the scheduler, not yet on the wire
+        self._checkers = 0
+        self._max_checkers = max(MIN_CHECKERS, int(gateway.limiter.total_tokens))
         self._coalescer: StatusCoalescer | None = None
         self._fresh_for = policy.min_interval  # a shared answer younger than this will do
 
@@ -108,12 +120,15 @@ class Poller:
             safety_net=safety_net,
             megapixels=megapixels,
         )
-        self._waiters[token] = (callback, timeout, request_id)
+        self._waiters[token] = callback
+        if timeout is not None:
+            self._timeouts[token] = timeout
         self._wake_if_sooner(now)
         return token
 
     def unwatch(self, token: int) -> None:
         """Forget a waiter that left (its callback will not be called)."""
+        self._timeouts.pop(token, None)
         if self._waiters.pop(token, None) is not None:
             self.scheduler.remove_waiter(token)
 
@@ -127,7 +142,14 @@ class Poller:
     def fail_all(self, make_error: Callable[[str], BaseException]) -> None:
         """End every wait now: each callback gets `make_error(its request_id)`."""
         waiters, self._waiters = self._waiters, {}
-        for token, (callback, _, request_id) in waiters.items():
+        for token, callback in waiters.items():
+            request_id = self.scheduler.request_id_of(token)
+            if request_id is None:
+                # The scheduler already handed it out (an answer or a timeout is being
+                # delivered right now, by the loop that called this): that loop resolves it.
+                self._waiters[token] = callback
+                continue
+            self._timeouts.pop(token, None)
             self.scheduler.remove_waiter(token)
             callback(make_error(request_id))
 
@@ -151,11 +173,12 @@ class Poller:
         while True:
             now = anyio.current_time()
             for token, request_id in scheduler.expired(now):
-                timeout = self._waiters[token][1]
-                assert timeout is not None
+                timeout = self._timeouts[token]
                 self._resolve(token, JobTimeoutError(request_id, timeout))
-            for request_id in scheduler.due(now):
-                task_group.start_soon(self._check, request_id)
+            self._due.extend(scheduler.due(now))
+            while self._checkers < min(len(self._due), self._max_checkers):
+                self._checkers += 1
+                task_group.start_soon(self._checker)
             wake_at = scheduler.next_wakeup(now)
             self._sleeping_until = math.inf if wake_at is None else max(wake_at, now + MIN_SLEEP)
             self._wakeup = anyio.Event()
@@ -164,26 +187,38 @@ class Poller:
             # A wake-up by `watch` can come sooner than the floor; keep the floor.
             await anyio.sleep(max(0.0, now + MIN_SLEEP - anyio.current_time()))
 
+    async def _checker(self) -> None:
+        """Make the queued checks, one after another, until none is left."""
+        try:
+            while self._due:
+                await self._check(self._due.popleft())
+        finally:
+            self._checkers -= 1
+
     async def _check(self, request_id: str) -> None:
         scheduler = self.scheduler
         try:
             state = await self._status(request_id)
         except RateLimitError:
             # The gateway says how many checks it allows: halve the budget (AIMD).
-            scheduler.on_rate_limited(anyio.current_time())
+            now = anyio.current_time()
+            scheduler.on_rate_limited(now)
             scheduler.pause_until(self._gateway.cooldown.until)
-            scheduler.on_check_failed(request_id, now=anyio.current_time())
+            scheduler.on_check_failed(request_id, now=now)
         except (APIConnectionError, ServerError):
             # Transient: the scheduler looks again after its backoff gap.
-            scheduler.on_check_failed(request_id, now=anyio.current_time())
+            now = anyio.current_time()
+            scheduler.on_check_failed(request_id, now=now)
         except APIError as exc:
             # 401/403/404 or a malformed answer: repeating will not help. The error
             # names the request_id, so the paid job still reaches the caller.
+            now = anyio.current_time()
             for token in scheduler.forget(request_id):
                 self._resolve(token, exc)
         else:
-            self._feed(state, anyio.current_time())
-        self._wake_if_sooner(anyio.current_time())
+            now = anyio.current_time()
+            self._feed(state, now)
+        self._wake_if_sooner(now)
 
     async def _status(self, request_id: str) -> JobState:
         if self._coalescer is None:
@@ -211,9 +246,10 @@ class Poller:
             self._resolve(token, state)
 
     def _resolve(self, token: int, resolution: Resolution) -> None:
-        waiter = self._waiters.pop(token, None)
-        if waiter is not None:
-            waiter[0](resolution)
+        self._timeouts.pop(token, None)
+        callback = self._waiters.pop(token, None)
+        if callback is not None:
+            callback(resolution)
 
     def _wake_if_sooner(self, now: float) -> None:
         wake_at = self.scheduler.next_wakeup(now)

@@ -364,6 +364,10 @@ class PollScheduler:
             if not entry.tokens:
                 del self._entries[request_id]
 
+    def request_id_of(self, token: int) -> str | None:
+        """The id waiter ``token`` waits on; None once the token has left."""
+        return self._waiters.get(token)
+
     def is_tracked(self, request_id: str) -> bool:
         """Whether ``request_id`` has a waiter here."""
         return request_id in self._entries

@@ -200,8 +200,9 @@ class Session:
                 self.ledger.record_submitted(job.request_id, webhook=webhook)
                 self._apply_early_callback(job.request_id)
 
+        if self._posts_on_the_wire == 0:  # (an event per quiet spell, not per POST)
+            self._no_post_on_the_wire = anyio.Event()
         self._posts_on_the_wire += 1
-        self._no_post_on_the_wire = anyio.Event()
         try:
             return await self.gateway.submit(
                 request, extra_headers=headers, on_created=created, before_send=before_send
