@@ -100,12 +100,14 @@ class Poller:
         submitted_at: float | None = None,
         safety_net: bool = False,
         megapixels: float | None = None,
+        adopted: bool = False,
     ) -> int:
         """Call `callback` once, when `request_id` finishes or the wait ends; return a token.
 
         With `safety_net`, the job reports by webhook and is checked only
         rarely, to catch a lost callback. `megapixels`, the input's size when
-        known, lets a latency target be met with fewer checks.
+        known, lets a latency target be met with fewer checks. An `adopted`
+        job was submitted elsewhere, at an unknown moment: it is checked at once.
 
         Raises:
             ValueError: `megapixels` is not a finite number > 0.
@@ -119,6 +121,7 @@ class Poller:
             submitted_at=submitted_at,
             safety_net=safety_net,
             megapixels=megapixels,
+            adopted=adopted,
         )
         self._waiters[token] = callback
         if timeout is not None:

@@ -201,6 +201,7 @@ class _Entry:
     """One tracked id (slots keep 10,000+ of them cheap)."""
 
     __slots__ = (
+        "adopted",
         "alive",
         "checks",
         "due",
@@ -234,6 +235,9 @@ class _Entry:
         self.queued: float | None = None  # the age at which it was last seen QUEUED
         self.started: float | None = None  # when it started PROCESSING (local clock)
         self.run: float | None = None  # once it ended: its processing time
+        # Submitted by another process or an earlier run, at a moment not known here:
+        # checked at once, and never learned from (its age would be wrong).
+        self.adopted = False
 
 
 _DEFAULT_POLICY = PollPolicy()
@@ -313,6 +317,7 @@ class PollScheduler:
         submitted_at: float | None = None,
         safety_net: bool = False,
         megapixels: float | None = None,
+        adopted: bool = False,
     ) -> int:
         """Wait for ``request_id`` (until the absolute ``deadline``); returns a fresh token.
 
@@ -320,7 +325,10 @@ class PollScheduler:
         checked only as a fallback; without it, the id gets the normal schedule
         (also when it was on the safety net for an earlier waiter).
         ``megapixels``, the input's size, narrows the processing time a target
-        schedule expects.
+        schedule expects. An ``adopted`` id was submitted elsewhere, at a moment
+        not known here (another worker, an earlier run): it may have finished
+        long ago, so it is checked at once, then planned from what that check
+        says; its duration is not learned from.
 
         Raises:
             ValueError: ``megapixels`` is not a finite number > 0.
@@ -336,10 +344,15 @@ class PollScheduler:
             start = now if submitted_at is None else submitted_at
             entry = _Entry(start, self._policy.initial_delay, safety=safety_net)
             entry.megapixels = megapixels
-            if self._model is not None:
-                self._model.track(entry)
+            entry.adopted = adopted
             self._entries[request_id] = entry
-            self._plan(request_id, entry)
+            if adopted:
+                entry.learned = True  # "at once" holds whatever is learned meanwhile
+                self._push(request_id, entry, now)
+            else:
+                if self._model is not None:
+                    self._model.track(entry)
+                self._plan(request_id, entry)
         elif entry.safety and not safety_net:
             # This waiter was promised ordinary polling: the webhook may not reach it.
             entry.safety = False
@@ -439,14 +452,15 @@ class PollScheduler:
             return []
         if terminal:
             del self._entries[request_id]
-            measured = duration is not None
-            if duration is None:
-                # It finished somewhere between the last sign of life and now: the midpoint.
-                duration = (entry.alive + max(now, entry.alive)) / 2 - entry.submitted
-            if self._model is None:
-                self._learn(duration)
-            else:
-                self._learn_end(entry, max(0.0, duration), now, measured=measured)
+            if not entry.adopted:
+                measured = duration is not None
+                if duration is None:
+                    # It finished between the last sign of life and now: the midpoint.
+                    duration = (entry.alive + max(now, entry.alive)) / 2 - entry.submitted
+                if self._model is None:
+                    self._learn(duration)
+                else:
+                    self._learn_end(entry, max(0.0, duration), now, measured=measured)
             for token in entry.tokens:
                 del self._waiters[token]
             return list(entry.tokens)

@@ -228,12 +228,15 @@ class Session:
         *,
         timeout: float | None = None,
         megapixels: float | None = None,
+        adopted: bool = False,
     ) -> int:
         """Call `callback` once, when `request_id` finishes or its wait ends; return a token.
 
         A job that reports by webhook is checked only by the slow safety net.
         A job seen finished a moment ago resolves at once. `megapixels`, the
-        input's size, is by default what preflight learned at its submit.
+        input's size, is by default what preflight learned at its submit. An
+        `adopted` job was submitted by another process or an earlier run, at a
+        moment not known here: it is checked at once (it may be long finished).
         """
         if self._closed:
             raise RuntimeError("this AsyncRealESRGAN is closed; create a new client")
@@ -246,6 +249,7 @@ class Session:
             timeout=timeout,
             safety_net=self.ledger.reports_by_webhook(request_id),
             megapixels=self._sizes.pop(request_id, None) if megapixels is None else megapixels,
+            adopted=adopted,
         )
         if recent is not None:
             self.poller.observe(recent)

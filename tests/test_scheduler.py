@@ -162,6 +162,29 @@ def test_quantiles_are_unknown_until_min_samples_and_forget_beyond_learn_window(
     assert (2.0, 3.0) == s.learned_quantiles
 
 
+@pytest.mark.parametrize("policy", [LEGACY, PollPolicy()], ids=["legacy", "target"])
+def test_an_adopted_id_is_checked_at_once_and_never_learned_from(policy: PollPolicy) -> None:
+    """A job another worker (or an earlier run) submitted may be long finished: checking it
+    after a fresh job's first delay would make its caller wait for nothing. Its age is
+    unknown here, so its end teaches the scheduler nothing either."""
+    s = PollScheduler(policy, rng=middle)
+    before = s.learned_quantiles
+    s.add_waiter("fresh", now=100.0)
+    [token] = [s.add_waiter("adopted", now=100.0, adopted=True)]
+
+    assert ["adopted"] == s.due(100.0)  # the fresh one is not due yet
+    assert [token] == s.on_state("adopted", terminal=True, now=100.0, duration=0.5)
+    assert before == s.learned_quantiles
+
+
+def test_an_adopted_id_still_running_is_planned_from_that_first_answer() -> None:
+    s = PollScheduler(LEGACY, rng=middle)
+    s.add_waiter("adopted", now=0.0, adopted=True)
+    assert ["adopted"] == check_and_answer(s, 0.0)
+
+    assert s.next_wakeup(0.0) == pytest.approx(LEGACY.initial_delay)
+
+
 # -- waiters ------------------------------------------------------------------------------
 
 
