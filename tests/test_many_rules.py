@@ -48,7 +48,7 @@ def drain(book: RunBook) -> list[Outcome]:
 
 def test_the_first_input_with_a_key_leads_it_and_later_ones_get_a_copy_of_its_outcome() -> None:
     book = RunBook(max_in_flight=8, ordered=False)
-    for index in range(3):
+    for _ in range(3):
         book.take()
     assert book.lead_key("k", 0, A)
     assert not book.lead_key("k", 2, A)

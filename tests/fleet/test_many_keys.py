@@ -87,10 +87,15 @@ def key_of(items: list[tuple[str, str]]) -> Callable[[int, object], str]:
     return lambda index, _image: items[index][0]
 
 
-async def collect(client: AsyncRealESRGAN, items: list[tuple[str, str]], **options: object) -> list[Outcome]:
+async def collect(
+    client: AsyncRealESRGAN, items: list[tuple[str, str]], **options: object
+) -> list[Outcome]:
     outcomes = []
     async with client.upscale_many(
-        [url for _, url in items], scale=2, idempotency_key=key_of(items), **options  # type: ignore[arg-type]
+        [url for _, url in items],
+        scale=2,
+        idempotency_key=key_of(items),
+        **options,  # type: ignore[arg-type]
     ) as run:
         async for outcome in run:
             outcomes.append(outcome)
@@ -240,17 +245,17 @@ async def test_a_malformed_derived_key_is_that_inputs_outcome(
 
 def test_the_sync_client_takes_keys_too(emulator: RunningEmulator, tmp_path: Path) -> None:
     items = batch(emulator, 3, 1)
-    with RealESRGAN(
-        emulator.api_key,
-        base_url=emulator.base_url,
-        retry=FAST_RETRY,
-        poll=FAST_POLL,
-        store=SQLiteStore(tmp_path / "keys.db"),
-    ) as client:
-        with client.upscale_many(
-            [url for _, url in items], idempotency_key=key_of(items)
-        ) as run:
-            outcomes = list(run)
+    with (
+        RealESRGAN(
+            emulator.api_key,
+            base_url=emulator.base_url,
+            retry=FAST_RETRY,
+            poll=FAST_POLL,
+            store=SQLiteStore(tmp_path / "keys.db"),
+        ) as client,
+        client.upscale_many([url for _, url in items], idempotency_key=key_of(items)) as run,
+    ):
+        outcomes = list(run)
     assert 4 == len(outcomes)
     assert all(o.ok for o in outcomes)
     assert 3 == paid(emulator)
@@ -289,7 +294,8 @@ async def test_a_rerun_after_a_sigkill_pays_nothing_twice(
         out = tmp_path / "out.jsonl"
         args = [gateway.base_url, gateway.api_key, store_spec, prefix, anyio_backend[0]]
         args += [str(tmp_path / "items.json"), str(out)]
-        worker = subprocess.Popen([sys.executable, str(WORKER), *args], stderr=subprocess.PIPE)
+        command = [sys.executable, str(WORKER), *args]
+        worker = subprocess.Popen(command, stderr=subprocess.PIPE)  # noqa: ASYNC220 (not awaited)
         with anyio.fail_after(60):
             while len(lines(out)) < 3:
                 assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
