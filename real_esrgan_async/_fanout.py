@@ -772,7 +772,7 @@ class _Run:
 
         def finished(resolution: Resolution) -> None:
             if isinstance(resolution, JobState):
-                session.start_soon(self._retract, published)
+                self._start_task(self._retract, published)  # the run's end waits for it
 
         if not session.closed:
             session.watch(request_id, finished)
@@ -903,8 +903,9 @@ class _Run:
 
     def _start_task(self, func: Callable[..., Awaitable[None]], *args: object) -> None:
         """Run `func(*args)` in the session's task group; `finish` waits for it."""
+        if self._tasks_running == 0:  # (a waiter holds the current event: never replace it)
+            self._no_task_running = anyio.Event()
         self._tasks_running += 1
-        self._no_task_running = anyio.Event()
 
         async def counted() -> None:
             try:
