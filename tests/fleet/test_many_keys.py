@@ -316,3 +316,28 @@ async def test_a_rerun_after_a_sigkill_pays_nothing_twice(
             assert before[outcome.index]["request_id"] == outcome.request_id
     completed_keys = {items[o.index][0] for o in outcomes if o.ok}
     assert len(completed_keys) <= total
+
+
+async def test_the_readme_batch_example_pays_once_per_item_across_reruns(
+    emulator: RunningEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "Batches" example of the README, run as written, twice: one job per item."""
+    import re
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**Batches.**", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None
+    namespace: dict[str, object] = {}
+    exec(match.group(1), namespace)  # the README's own example
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REAL_ESRGAN_API_KEY", emulator.api_key)
+    monkeypatch.setenv("REAL_ESRGAN_BASE_URL", emulator.base_url)
+    base = emulator.sample_urls()[0]
+    items = {f"item-{i}": f"{base}?k={i}" for i in range(5)}
+    upscale_items = namespace["upscale_items"]
+    first = await upscale_items(items)  # type: ignore[operator]
+    again = await upscale_items(items)  # type: ignore[operator]
+    assert all(o.ok for o in [*first, *again])
+    assert all(o.resumed for o in again)
+    assert 5 == paid(emulator)
