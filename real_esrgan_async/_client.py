@@ -31,7 +31,13 @@ from ._exceptions import (
 )
 from ._fanout import KeyFor, UpscaleRun
 from ._gateway import ApiKey, Gateway
-from ._hosts import DEFAULT_VALID_FOR, ImageHost, check_fetchable, inspect_local
+from ._hosts import (
+    DEFAULT_VALID_FOR,
+    ImageHost,
+    check_fetchable,
+    inspect_local,
+    needs_image_host,
+)
 from ._journal import Journal
 from ._keyed import Keys
 from ._ledger import Ledger
@@ -508,11 +514,7 @@ class AsyncRealESRGAN:
         """Check a local input, publish it, and fetch its URL's first byte: all before paying."""
         host = self.image_host
         if host is None:
-            raise InvalidRequestError(
-                f"image {describe(image)} is a local file or bytes, and the gateway fetches "
-                "only URLs: pass image_host=S3ImageHost('my-bucket', 'prefix/') to the client "
-                "(pip install 'real-esrgan-async[s3]') to publish local images"
-            )
+            raise needs_image_host(image)
         local = await inspect_local(image)
         published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
         try:

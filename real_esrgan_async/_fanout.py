@@ -140,15 +140,19 @@ class UpscaleRun:
             pulled or submitted; inputs already taken got outcomes carrying it.
         AuthenticationError, PermissionDeniedError: The key was refused.
         JobsUnfinishedError: The client was closed under the run.
-        Whatever the caller's iterator raised: nothing more is pulled, the jobs
-            already paid for are still awaited and yielded, then it is re-raised.
+        Whatever the caller's iterator (or `idempotency_key` function) raised:
+            nothing more is pulled, the jobs already paid for are still awaited
+            and yielded, then it is re-raised.
+        StoreError: The idempotency store failed: nothing more was submitted
+            (inputs already taken got outcomes carrying it); paid jobs are
+            still awaited and yielded.
         JournalLockedError: Another process holds the journal (nothing was sent).
         JournalMismatchError: An input differs from the journal's at its index;
             nothing from that index on was submitted.
         JournalError: The journal could not be read or written.
         When several of these happen, the first in this order wins: the key
         refused or the journal failed; the client closed; the caller's
-        iterator failed; the wallet ran dry.
+        iterator failed; the wallet ran dry; the store failed.
     """
 
     def __init__(
