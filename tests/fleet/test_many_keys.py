@@ -341,3 +341,25 @@ async def test_the_readme_batch_example_pays_once_per_item_across_reruns(
     assert all(o.ok for o in [*first, *again])
     assert all(o.resumed for o in again)
     assert 5 == paid(emulator)
+
+
+async def test_a_duplicate_key_in_flight_follows_its_twin_without_asking_the_store(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """Inputs pulled while their key's first input is in flight never reach the store: one
+    claim per distinct key."""
+    claims = 0
+
+    class CountingStore(SQLiteStore):
+        def claim(self, key: str, record: str, owner: str, lease: float) -> tuple[bool, str, bool]:
+            nonlocal claims
+            claims += 1
+            return super().claim(key, record, owner, lease)
+
+    base = emulator.sample_urls()[0]
+    items = [(f"item-{i % 3}", f"{base}?k={i % 3}") for i in range(9)]
+    async with client_for(emulator, CountingStore(tmp_path / "keys.db")) as client:
+        outcomes = await collect(client, items)
+    assert all(o.ok for o in outcomes)
+    assert (3, 3) == (claims, paid(emulator))
+    assert 3 == len({o.request_id for o in outcomes})
