@@ -73,7 +73,7 @@ from ._journal import Journal, JournalState, Resume, plan, replay
 from ._journal_sqlite import SQLiteJournal
 from ._keyed import Keyed, Keys
 from ._keys import check_key
-from ._local_images import LocalImage, PublishedImage, identity
+from ._local_images import LocalImage, PublishedImage, identity, redact
 from ._models import (
     Job,
     JobState,
@@ -667,8 +667,17 @@ class _Run:
                 found = Keyed(await self._post(index, request, sent, booked))
             else:
                 found = await self._post_keyed(index, key, request, sent, booked)
-        except AmbiguousSubmitError:
-            raise  # its object stays up: a job may exist and may yet fetch it (its URL expires)
+        except AmbiguousSubmitError as exc:
+            # Its object stays up: a job may exist and may yet fetch it (its URL expires).
+            if not uploads:
+                raise
+            # Named by content, not by the signed URL (a secret) the gateway was sent.
+            raise AmbiguousSubmitError(
+                request.image,
+                status_code=exc.status_code,
+                reason=f"{_ambiguity(exc)}; its input stays published as "
+                f"{redact(uploads[0].url)} while the job may fetch it",
+            ) from exc.__cause__
         except BaseException:
             if uploads:
                 if created:

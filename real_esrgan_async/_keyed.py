@@ -30,6 +30,7 @@ import attrs
 from ._exceptions import AmbiguousSubmitError, RealESRGANError
 from ._journal import JournalState
 from ._keys import KeyRecord, Step, decide
+from ._local_images import redact
 from ._models import Job, JobState, Status, UpscaleRequest
 from ._session import Session
 from ._store import OutputExpiredError, Store, StoreError
@@ -193,6 +194,7 @@ class Keys:
     ) -> Keyed:
         key, text = pending.key, pending.dumps()
         created: list[Job] = []
+        sending = pending.request
 
         def booked(job: Job) -> None:
             created.append(job)
@@ -209,8 +211,10 @@ class Keys:
                 finally:
                     tasks.cancel_scope.cancel()
         except AmbiguousSubmitError as exc:
+            # A published input's signed URL is a secret: the store keeps it redacted.
+            reason = str(exc).replace(sending.image, redact(sending.image))
             with anyio.CancelScope(shield=True):
-                await self._record(key, text, pending.ambiguous(str(exc)).dumps())
+                await self._record(key, text, pending.ambiguous(reason).dumps())
             raise
         except BaseException:
             with anyio.CancelScope(shield=True):

@@ -222,6 +222,8 @@ async def test_an_ambiguous_submit_keeps_its_object(
         async with client_for(gateway, host_for(aws_env, prefix)) as client:
             [outcome] = await all_of(client.upscale_many([path], scale=2))
     assert isinstance(outcome.error, AmbiguousSubmitError)
+    assert "X-Amz-Signature" not in str(outcome.error)  # the signed URL is a secret
+    assert "local.invalid/sha256/" in str(outcome.error)
     assert 1 == len(keys_under(aws_env, prefix))
 
 
