@@ -30,9 +30,15 @@ from ._exceptions import (
     JobsUnfinishedError,
     JobSystemError,
 )
-from ._fanout import UpscaleRun
+from ._fanout import KeyFor, UpscaleRun
 from ._gateway import ApiKey, Gateway
-from ._hosts import DEFAULT_VALID_FOR, ImageHost, check_fetchable, inspect_local
+from ._hosts import (
+    DEFAULT_VALID_FOR,
+    ImageHost,
+    check_fetchable,
+    inspect_local,
+    needs_image_host,
+)
 from ._journal import Journal
 from ._keyed import Keys
 from ._ledger import Ledger
@@ -510,11 +516,7 @@ class AsyncRealESRGAN:
         """Check a local input, publish it, and fetch its URL's first byte: all before paying."""
         host = self.image_host
         if host is None:
-            raise InvalidRequestError(
-                f"image {describe(image)} is a local file or bytes, and the gateway fetches "
-                "only URLs: pass image_host=S3ImageHost('my-bucket', 'prefix/') to the client "
-                "(pip install 'real-esrgan-async[s3]') to publish local images"
-            )
+            raise needs_image_host(image)
         local = await inspect_local(image)
         published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
         try:
@@ -716,7 +718,7 @@ class AsyncRealESRGAN:
 
     def upscale_many(
         self,
-        images: Iterable[ImageInput] | AsyncIterable[ImageInput],
+        images: Iterable[ImageInput | LocalInput] | AsyncIterable[ImageInput | LocalInput],
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -726,6 +728,7 @@ class AsyncRealESRGAN:
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
         resubmit: ResubmitPolicy | bool | None = None,
+        idempotency_key: KeyFor | None = None,
     ) -> UpscaleRun:
         """Upscale a stream of images; yield one `Outcome` per input as each finishes.
 
@@ -736,9 +739,16 @@ class AsyncRealESRGAN:
         the stream.
 
         Args:
-            images: An iterable or async iterable of URLs or `UpscaleRequest`s.
-            scale: Scale for URL inputs (default 4).
-            face_enhance: Face enhancement for URL inputs (default False).
+            images: An iterable or async iterable of URLs, `UpscaleRequest`s,
+                and (with an `image_host`) local files' paths or images' bytes.
+                A local input is checked and hashed as it is pulled (a bad one
+                gets an outcome with an `InvalidRequestError` naming it, and
+                nothing is paid), published right before its POST, and taken
+                down once its job has ended; its outcome's `request` names it
+                by content (``https://local.invalid/sha256/<hex>``), never by
+                its signed URL.
+            scale: Scale for URL and local inputs (default 4).
+            face_enhance: Face enhancement for URL and local inputs (default False).
             max_in_flight: Jobs submitted and not yet consumed, at most.
             job_timeout: Seconds to wait for each job; then its outcome
                 carries a `JobTimeoutError` with its id.
@@ -759,9 +769,21 @@ class AsyncRealESRGAN:
                 earlier ones in `Outcome.earlier_request_ids`. With a journal, a
                 rerun that resubmits also resubmits the inputs the journal
                 recorded as ERROR.
+            idempotency_key: ``(index, image) -> str | None``: the key of each
+                input (None: no key), e.g. ``lambda index, url: url``. An input
+                with a key is submitted only if the client's `store` has no job
+                under it, across every process sharing the store and across
+                restarts; inputs of one run with the same key share one job
+                and its outcome. A key's job that ended ERROR is not
+                resubmitted. With a journal too, the store decides wherever
+                the journal is unsure. Needs a `store`.
 
         Returns:
             An `UpscaleRun`: iterate it with ``async for``.
+
+        Raises:
+            InvalidRequestError: An argument is invalid (an `idempotency_key`
+                without a `store`); nothing was sent.
 
         Raises (from the loop):
             JournalLockedError: Another process holds the journal.
@@ -785,6 +807,9 @@ class AsyncRealESRGAN:
             resubmit=self.resubmit_policy
             if resubmit is None
             else as_policy("upscale_many", resubmit),
+            idempotency_key=idempotency_key,
+            keys=self._keys,
+            image_host=self.image_host,
         )
 
     # Results and bookkeeping ------------------------------------------------------

@@ -26,15 +26,26 @@ run. The shell keeps the streams of control:
   id the moment the gateway returns it, its end as it is seen (see `_journal`).
   A journal the run opened is closed once both the feeder and the consumer are
   done with it, however the run ended.
+- With ``idempotency_key=``, an input with a key goes through the client's
+  store (`_keyed`): it is POSTed only if its key is free, across every process
+  sharing the store and across restarts. Inputs of one run with the same key
+  share one job (`RunBook.lead_key`). With a journal too, the journal records
+  what the store answered; where the journal is unsure (AMBIGUOUS), the store
+  decides (`_journal.plan` with ``keyed``).
+- Local inputs (paths, bytes) are checked and hashed in the feeder (so the
+  journal can look them up by content), published through the client's image
+  host in their submit task, right before their POST, and taken down once their
+  job has ended; an input whose POST never happened has its object taken down
+  at once, one whose POST was ambiguous keeps it (the job may still fetch it).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -51,8 +62,18 @@ from ._exceptions import (
     PermissionDeniedError,
     RealESRGANError,
 )
+from ._hosts import (
+    DEFAULT_VALID_FOR,
+    ImageHost,
+    check_fetchable,
+    inspect_local,
+    needs_image_host,
+)
 from ._journal import Journal, JournalState, Resume, plan, replay
 from ._journal_sqlite import SQLiteJournal
+from ._keyed import Keyed, Keys
+from ._keys import check_key
+from ._local_images import LocalImage, PublishedImage, identity, redact
 from ._models import (
     Job,
     JobState,
@@ -66,6 +87,7 @@ from ._models import (
 from ._resubmit import ResubmitPolicy, resubmit_delay
 from ._runbook import Ending, Phase, RunBook
 from ._session import Session
+from ._store import OutputExpiredError, StoreError
 
 #: Errors after which every further call would fail too: they end the run. A
 #: journal that cannot be written could no longer keep a rerun from paying twice.
@@ -79,8 +101,12 @@ _SYNC_EVERY = 256
 #: (it is finishing a POST) before giving up with `JournalLockedError`.
 _OWN_LOCK_WAIT = 10.0
 
-ImageInput = str | UpscaleRequest
+ImageInput = str | UpscaleRequest | os.PathLike[str] | bytes
 MakeRequest = Callable[..., UpscaleRequest]
+#: ``(index, image) -> key or None``: the idempotency key of each input.
+KeyFor = Callable[[int, Any], str | None]
+#: Builds the request actually POSTed (a local input is published first).
+SentRequest = Callable[[], Awaitable[UpscaleRequest]]
 
 
 class _Signal:
@@ -114,15 +140,19 @@ class UpscaleRun:
             pulled or submitted; inputs already taken got outcomes carrying it.
         AuthenticationError, PermissionDeniedError: The key was refused.
         JobsUnfinishedError: The client was closed under the run.
-        Whatever the caller's iterator raised: nothing more is pulled, the jobs
-            already paid for are still awaited and yielded, then it is re-raised.
+        Whatever the caller's iterator (or `idempotency_key` function) raised:
+            nothing more is pulled, the jobs already paid for are still awaited
+            and yielded, then it is re-raised.
+        StoreError: The idempotency store failed: nothing more was submitted
+            (inputs already taken got outcomes carrying it); paid jobs are
+            still awaited and yielded.
         JournalLockedError: Another process holds the journal (nothing was sent).
         JournalMismatchError: An input differs from the journal's at its index;
             nothing from that index on was submitted.
         JournalError: The journal could not be read or written.
         When several of these happen, the first in this order wins: the key
         refused or the journal failed; the client closed; the caller's
-        iterator failed; the wallet ran dry.
+        iterator failed; the wallet ran dry; the store failed.
     """
 
     def __init__(
@@ -141,6 +171,9 @@ class UpscaleRun:
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
         resubmit: ResubmitPolicy | None = None,
+        idempotency_key: KeyFor | None = None,
+        keys: Keys | None = None,
+        image_host: ImageHost | None = None,
     ) -> None:
         owner = "upscale_many"
         if isinstance(images, str | bytes):
@@ -163,6 +196,17 @@ class UpscaleRun:
         _options.flag(owner, "ordered", ordered)
         _options.flag(owner, "resubmit_ambiguous", resubmit_ambiguous)
         _options.instance(owner, "resubmit", resubmit, ResubmitPolicy, optional=True)
+        if idempotency_key is not None:
+            if not callable(idempotency_key):
+                raise InvalidRequestError(
+                    "upscale_many.idempotency_key must be None or a callable "
+                    f"(index, image) -> str | None, got {type(idempotency_key).__name__}"
+                )
+            if keys is None:
+                raise InvalidRequestError(
+                    "idempotency_key needs a store: AsyncRealESRGAN(store=SQLiteStore(path)) on "
+                    "one machine, or store=RedisStore(url) for a fleet"
+                )
         owned: SQLiteJournal | None = None
         if isinstance(journal, str | os.PathLike):
             journal = owned = SQLiteJournal(journal)  # opened by the run, closed at its end
@@ -185,6 +229,9 @@ class UpscaleRun:
             owned_journal=owned,
             resubmit_ambiguous=resubmit_ambiguous,
             resubmit=resubmit or ResubmitPolicy(),
+            key_for=idempotency_key,
+            keys=keys,
+            image_host=image_host,
         )
 
     @property
@@ -273,6 +320,9 @@ class _Run:
         owned_journal: SQLiteJournal | None,
         resubmit_ambiguous: bool,
         resubmit: ResubmitPolicy,
+        key_for: KeyFor | None = None,
+        keys: Keys | None = None,
+        image_host: ImageHost | None = None,
     ) -> None:
         self._session = session
         self._book = RunBook(max_in_flight=max_in_flight, ordered=ordered)
@@ -287,9 +337,14 @@ class _Run:
         self._resubmit_ambiguous = resubmit_ambiguous
         self._resubmit = resubmit
         self._earlier: dict[int, tuple[str, ...]] = {}  # index -> its jobs that ended ERROR
-        self._resubmits_running = 0  # resubmission tasks (waiting, or their POST on the wire)
-        self._no_resubmit_running = anyio.Event()
-        self._no_resubmit_running.set()
+        self._key_for = key_for
+        self._keys = keys
+        self._host = image_host
+        self._key_of: dict[int, str] = {}  # index -> its idempotency key, while awaited
+        self._locals: dict[int, LocalImage] = {}  # index -> its local image, while awaited
+        self._tasks_running = 0  # resubmissions (waiting, or their POST on the wire), store writes
+        self._no_task_running = anyio.Event()
+        self._no_task_running.set()
         self._stopped = anyio.Event()  # ends the resubmissions' backoff at once
         self._tokens: dict[str, int] = {}  # request_id -> the poller's token, while awaited
         self._callbacks: dict[str, Callable[[Resolution], None]] = {}  # request_id -> its end
@@ -347,7 +402,7 @@ class _Run:
         if self._started:
             with anyio.CancelScope(shield=True):
                 await self._feeder_done.wait()
-                await self._no_resubmit_running.wait()
+                await self._no_task_running.wait()
         await self._close_journal()
 
     def drop(self) -> None:
@@ -424,29 +479,35 @@ class _Run:
                 self._submit_permits.release()
                 return
             index = book.take()
-            if not self._take(submits, index, item):
+            if not await self._take(submits, index, item):
                 self._submit_permits.release()
             if self.journal is not None and book.taken % _SYNC_EVERY == 0:
                 await self.journal.sync()
 
-    def _take(self, submits: anyio.abc.TaskGroup, index: int, item: ImageInput) -> bool:
+    async def _take(self, submits: anyio.abc.TaskGroup, index: int, item: ImageInput) -> bool:
         """Validate one input; with a journal, submit, watch or replay it as `plan` says.
 
-        Synchronous, in the feeder: an input that contradicts the journal ends
-        the run before it, or any later input, is submitted.
+        In the feeder: an input that contradicts the journal ends the run
+        before it, or any later input, is submitted. A local input is checked
+        and hashed here (in a worker thread), so that the journal knows it by
+        its content.
 
         Returns:
             Whether a submit task was started (it then owns the submit permit).
         """
         try:
-            if isinstance(item, UpscaleRequest):
-                request = self._make_request(item)
-            else:
-                request = self._make_request(
-                    item, scale=self._scale, face_enhance=self._face_enhance
-                )
+            request, local = await self._request_for(item)
         except InvalidRequestError as exc:
             self._emit(Outcome(index, None, error=exc))
+            return False
+        try:
+            key = self._key(index, item)
+        except InvalidRequestError as exc:
+            self._emit(Outcome(index, request, error=exc))
+            return False
+        except Exception as exc:  # noqa: BLE001 - the caller's code: raised like its iterator's
+            self._fail(Ending.INPUT_FAILED, exc)
+            self._emit(Outcome(index, request, error=exc))
             return False
         if self.journal is not None:
             try:
@@ -456,6 +517,7 @@ class _Run:
                     request,
                     resubmit_ambiguous=self._resubmit_ambiguous,
                     resubmit_errors=self._resubmit.enabled,
+                    keyed=key is not None,
                 )
             except JournalError as exc:
                 self._fail(Ending.FATAL, exc)
@@ -466,28 +528,66 @@ class _Run:
             if entry is not None and entry.request_id is not None and action is Resume.WATCH:
                 # Paid for by an earlier run: poll it, never POST it again.
                 self._session.ledger.adopt(entry.request_id)
+                if key is not None:
+                    self._key_of[index] = key  # its end goes to the store too
                 if self._book.submitted(index, entry.request_id):
                     self._watch(index, request, entry.request_id, resumed=True)
                 return False
             if entry is not None and entry.request_id and entry.state is JournalState.ERROR:
                 # An ERROR entry that the policy resubmits: its job is the first attempt.
                 self._earlier[index] = (entry.request_id,)
-        submits.start_soon(self._submit, index, request)
+        if key is not None and not self._book.lead_key(key, index, request):
+            self._outcome_ready.notify()  # (a mismatch's outcome may have been emitted)
+            return False  # another input of this run carries the key: its outcome is shared
+        submits.start_soon(self._submit, index, request, key, local)
         return True
 
-    async def _submit(self, index: int, request: UpscaleRequest) -> None:
+    async def _request_for(self, item: ImageInput) -> tuple[UpscaleRequest, LocalImage | None]:
+        """The request an input stands for (a local one named by its content), checked.
+
+        Raises:
+            InvalidRequestError: The input is invalid (a local one: missing,
+                unreadable, not an image, or the client has no image host).
+        """
+        if isinstance(item, UpscaleRequest):
+            return self._make_request(item), None
+        options = {"scale": self._scale, "face_enhance": self._face_enhance}
+        if isinstance(item, os.PathLike | bytes):
+            if self._host is None:
+                raise needs_image_host(item)
+            local = await inspect_local(item)
+            return self._make_request(identity(local.digest), **options), local
+        return self._make_request(item, **options), None
+
+    def _key(self, index: int, item: ImageInput) -> str | None:
+        """The idempotency key of input `index`, if the run derives keys and it has one.
+
+        Raises:
+            InvalidRequestError: The derived key is not a valid key.
+            Exception: Whatever the caller's function raised.
+        """
+        if self._key_for is None:
+            return None
+        derived = self._key_for(index, item)
+        return None if derived is None else check_key(derived)
+
+    async def _submit(
+        self, index: int, request: UpscaleRequest, key: str | None, local: LocalImage | None
+    ) -> None:
         try:
-            await self._submit_once(index, request)
+            await self._submit_once(index, request, key, local)
         finally:
             self._submit_permits.release()
 
-    async def _submit_once(self, index: int, request: UpscaleRequest) -> None:
+    async def _submit_once(
+        self, index: int, request: UpscaleRequest, key: str | None, local: LocalImage | None
+    ) -> None:
         refusal = self._book.submit_refusal()
-        if refusal is not None:  # a 402 was seen: nothing more is submitted
+        if refusal is not None:  # a 402 was seen, or the store failed: nothing more is submitted
             self._emit(Outcome(index, request, error=refusal))
             return
         try:
-            job = await self._post(index, request)
+            found = await self._post_input(index, request, key, local)
         except InsufficientBalanceError as exc:
             self._fail(Ending.WALLET_EMPTY, exc)
             self._emit(Outcome(index, request, error=exc))
@@ -495,34 +595,214 @@ class _Run:
         except _FATAL as exc:
             self._fail(Ending.FATAL, exc)
             return
+        except OutputExpiredError as exc:  # (a StoreError about this key only)
+            self._emit(Outcome(index, request, error=exc))
+            return
+        except StoreError as exc:  # a keyed submit could be paid twice: submit nothing more
+            self._fail(Ending.STORE_FAILED, exc)
+            self._emit(Outcome(index, request, error=exc))
+            return
         except (RealESRGANError, InvalidRequestError) as exc:  # (preflight refused the input)
             self._emit(Outcome(index, request, error=exc))
             return
-        if self._book.submitted(index, job.request_id):
-            self._watch(index, request, job.request_id, resumed=False)
+        if found.result is not None:  # the key's job finished before: no request at all
+            self._emit(self._keyed_result(index, request, found.result))
+            return
+        request_id = found.job.request_id
+        if key is not None:
+            self._key_of[index] = key
+        if local is not None:
+            self._locals[index] = local  # (a resubmission publishes it again)
+        if self._book.submitted(index, request_id):
+            self._watch(index, request, request_id, resumed=False)
 
-    async def _post(self, index: int, request: UpscaleRequest) -> Job:
+    def _keyed_result(self, index: int, request: UpscaleRequest, state: JobState) -> Outcome:
+        """The outcome of an input whose key's job had finished already (recorded)."""
+        result: JobState | None = None
+        error: BaseException | None = None
+        try:
+            result = unwrap(state)
+        except RealESRGANError as exc:
+            error = exc
+        journal = self.journal
+        if journal is not None and not self._journal_closed:
+            try:
+                journal.record_finished(index, state)
+            except JournalError as exc:
+                self._fail(Ending.FATAL, exc)
+        return Outcome(
+            index, request, result=result, error=error, request_id=state.request_id, resumed=True
+        )
+
+    async def _post_input(
+        self,
+        index: int,
+        request: UpscaleRequest,
+        key: str | None,
+        local: LocalImage | None,
+        on_created: Callable[[Job], None] | None = None,
+    ) -> Keyed:
+        """POST input `index`: through the store if it has a key, after publishing it if it
+        is local; its object is then taken down when its job has ended (at once if no job
+        was created; never after an ambiguous POST, whose job may still fetch it)."""
+        uploads: list[PublishedImage] = []
+        created: list[str] = []
+
+        async def sent() -> UpscaleRequest:  # only when a POST will really go
+            if local is None:
+                return request
+            published = await self._publish(local)
+            uploads.append(published)
+            return self._make_request(
+                published.url, scale=request.scale, face_enhance=request.face_enhance
+            )
+
+        def booked(job: Job) -> None:  # before any other task runs
+            created.append(job.request_id)
+            if on_created is not None:
+                on_created(job)
+
+        try:
+            if key is None:
+                found = Keyed(await self._post(index, request, sent, booked))
+            else:
+                found = await self._post_keyed(index, key, request, sent, booked)
+        except AmbiguousSubmitError as exc:
+            # Its object stays up: a job may exist and may yet fetch it (its URL expires).
+            if not uploads:
+                raise
+            # Named by content, not by the signed URL (a secret) the gateway was sent.
+            raise AmbiguousSubmitError(
+                request.image,
+                status_code=exc.status_code,
+                reason=f"{_ambiguity(exc)}; its input stays published as "
+                f"{redact(uploads[0].url)} while the job may fetch it",
+            ) from exc.__cause__
+        except BaseException:
+            if uploads:
+                if created:
+                    self._retract_when_finished(created[0], uploads[0])
+                else:
+                    await self._retract(uploads[0])
+            raise
+        if uploads:
+            self._retract_when_finished(found.job.request_id, uploads[0])
+        return found
+
+    async def _post(
+        self,
+        index: int,
+        request: UpscaleRequest,
+        sent: SentRequest,
+        on_created: Callable[[Job], None],
+    ) -> Job:
         """POST input `index` (journaled when the run has a journal); a resubmission
         (the input has earlier jobs) is booked as one in the ledger."""
         earlier = self._earlier.get(index)
         ledger = self._session.ledger
 
-        def resubmitted(job: Job) -> None:  # before any other task runs, like the ledger's own
-            if earlier:
-                ledger.record_resubmitted(earlier[-1], job.request_id)
+        def created(job: Job) -> None:  # before any other task runs, like the ledger's own
+            try:
+                on_created(job)
+            finally:
+                if earlier:
+                    ledger.record_resubmitted(earlier[-1], job.request_id)
 
+        sending = await sent()
+        if self._keys is not None:
+            await self._keys.take_submit_token()  # the fleet's budget and 429 pause
         if self.journal is None:
-            return await self._session.submit(request, self._headers, on_created=resubmitted)
-        return await self._submit_journaled(self.journal, index, request, resubmitted)
+            return await self._session.submit(sending, self._headers, on_created=created)
+        return await self._submit_journaled(self.journal, index, request, sending, created)
+
+    async def _post_keyed(
+        self,
+        index: int,
+        key: str,
+        request: UpscaleRequest,
+        sent: SentRequest,
+        on_created: Callable[[Job], None],
+    ) -> Keyed:
+        """Submit input `index` under `key`: the store decides whether a POST goes.
+
+        The journal, if any, records what the store answered; the store is the
+        authority (a rerun asks it wherever the journal is unsure).
+        """
+        keys = self._keys
+        assert keys is not None  # (checked when the run was made)
+        journal = self.journal
+        recorded: list[str] = []
+
+        def created(job: Job) -> None:  # before any other task runs
+            try:
+                on_created(job)
+            finally:
+                if journal is not None:
+                    recorded.append(job.request_id)
+                    journal.record_submitted(index, job.request_id)
+
+        if journal is not None:
+            journal.record_pending(index, request)
+        try:
+            found = await keys.submit(
+                self._session, key, request, self._headers, prepare=sent, on_created=created
+            )
+        except AmbiguousSubmitError as exc:
+            if journal is not None:
+                journal.record_ambiguous(index, _ambiguity(exc))
+            raise
+        except BaseException:
+            if recorded:
+                self._book.abandon(recorded[0])  # paid, but the journal failed: keep its id
+            elif journal is not None:
+                journal.record_unsent(index)  # the store holds the key's truth
+            raise
+        if journal is not None and not recorded:  # another process's job, or a finished one
+            journal.record_submitted(index, found.job.request_id)
+        return found
+
+    async def _publish(self, local: LocalImage) -> PublishedImage:
+        """Publish a checked local input and fetch its URL's first byte: before paying."""
+        host = self._host
+        assert host is not None  # (checked in the feeder)
+        published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
+        try:
+            await check_fetchable(published)
+        except BaseException:
+            await self._retract(published)
+            raise
+        return published
+
+    async def _retract(self, published: PublishedImage) -> None:
+        assert self._host is not None
+        with anyio.CancelScope(shield=True):  # cleanup: done even when cancelled
+            await self._host.retract(published)
+
+    def _retract_when_finished(self, request_id: str, published: PublishedImage) -> None:
+        """Take a local input down once its job has ended, whether or not the run still
+        awaits it (a stopped run's jobs are still watched while the client is open)."""
+        session = self._session
+
+        def finished(resolution: Resolution) -> None:
+            if isinstance(resolution, JobState):
+                self._start_task(self._retract, published)  # the run's end waits for it
+
+        if not session.closed:
+            session.watch(request_id, finished)
 
     async def _submit_journaled(
         self,
         journal: Journal,
         index: int,
         request: UpscaleRequest,
+        sending: UpscaleRequest,
         on_created: Callable[[Job], None],
     ) -> Job:
-        """POST in the journal's order: the input on disk right before the POST, its id at once."""
+        """POST in the journal's order: the input on disk right before the POST, its id at once.
+
+        The journal records `request` (a local input's content name); `sending`
+        goes on the wire (its published URL).
+        """
         request_id: str | None = None
         recorded_pending = False
 
@@ -542,7 +822,7 @@ class _Run:
 
         try:
             return await self._session.submit(
-                request, self._headers, on_created=recorded, before_send=record_pending
+                sending, self._headers, on_created=recorded, before_send=record_pending
             )
         except AmbiguousSubmitError as exc:
             journal.record_ambiguous(index, _ambiguity(exc))
@@ -587,6 +867,10 @@ class _Run:
     ) -> None:
         self._tokens.pop(request_id, None)
         self._callbacks.pop(request_id, None)
+        local = self._locals.pop(index, None)
+        key = self._key_of.pop(index, None)
+        if key is not None and isinstance(resolution, JobState) and self._keys is not None:
+            self._start_task(self._keys.record_end, key, resolution)  # never raises
         journal_error: JournalError | None = None
         if (
             self.journal is not None
@@ -616,54 +900,71 @@ class _Run:
             resumed=resumed,
             earlier_request_ids=self._earlier.get(index, ()),
         )
-        if isinstance(resolution, JobState) and journal_error is None:
+        # A key's record is its job: an ERROR under a key is reported, not resubmitted.
+        if isinstance(resolution, JobState) and journal_error is None and key is None:
             delay = resubmit_delay(
                 self._resubmit, resolution.status, len(self._earlier.get(index, ()))
             )
             if delay is not None and self._book.hold_for_resubmit(request_id, outcome):
                 self._earlier[index] = (*self._earlier.get(index, ()), request_id)
-                self._resubmits_running += 1
-                self._no_resubmit_running = anyio.Event()
-                self._session.start_soon(self._resubmit_after, index, request, delay)
+                self._start_task(self._resubmit_after, index, request, delay, local)
                 return
         if self._book.finished(request_id, outcome):
             self._after_emit(outcome)
         if journal_error is not None:
             self._fail(Ending.FATAL, journal_error)
 
-    async def _resubmit_after(self, index: int, request: UpscaleRequest, delay: float) -> None:
-        """Submit held input `index` again after `delay` seconds (a task: never raises)."""
-        book = self._book
-        try:
-            with anyio.move_on_after(delay):
-                await self._stopped.wait()  # a stop ends the wait at once
-            if not book.may_resubmit(index):
-                self._outcome_ready.notify()  # its fallback outcome was emitted
-                return
+    def _start_task(self, func: Callable[..., Awaitable[None]], *args: object) -> None:
+        """Run `func(*args)` in the session's task group; `finish` waits for it."""
+        if self._tasks_running == 0:  # (a waiter holds the current event: never replace it)
+            self._no_task_running = anyio.Event()
+        self._tasks_running += 1
+
+        async def counted() -> None:
             try:
-                job = await self._post(index, request)
-            except (InsufficientBalanceError, *_FATAL) as exc:
-                book.give_up_resubmit(index)
-                self._outcome_ready.notify()
-                ending = Ending.WALLET_EMPTY
-                if isinstance(exc, _FATAL):
-                    ending = Ending.FATAL
-                self._fail(ending, exc)
-                return
-            except RealESRGANError as exc:
-                # (An ambiguous resubmit may have created a job: say so, not the old ERROR.)
-                earlier = self._earlier.get(index, ())
-                book.give_up_resubmit(
-                    index, Outcome(index, request, error=exc, earlier_request_ids=earlier)
-                )
-                self._outcome_ready.notify()
-                return
-            if book.resubmitted(index, job.request_id):
-                self._watch(index, request, job.request_id, resumed=False)
-        finally:
-            self._resubmits_running -= 1
-            if self._resubmits_running == 0:
-                self._no_resubmit_running.set()
+                await func(*args)
+            finally:
+                self._tasks_running -= 1
+                if self._tasks_running == 0:
+                    self._no_task_running.set()
+
+        self._session.start_soon(counted)
+
+    async def _resubmit_after(
+        self, index: int, request: UpscaleRequest, delay: float, local: LocalImage | None
+    ) -> None:
+        """Submit held input `index` again after `delay` seconds (a task: never raises).
+
+        A local input is published again (its object went when the job ended).
+        """
+        book = self._book
+        with anyio.move_on_after(delay):
+            await self._stopped.wait()  # a stop ends the wait at once
+        if not book.may_resubmit(index):
+            self._outcome_ready.notify()  # its fallback outcome was emitted
+            return
+        try:
+            job = (await self._post_input(index, request, None, local)).job
+        except (InsufficientBalanceError, *_FATAL) as exc:
+            book.give_up_resubmit(index)
+            self._outcome_ready.notify()
+            ending = Ending.WALLET_EMPTY
+            if isinstance(exc, _FATAL):
+                ending = Ending.FATAL
+            self._fail(ending, exc)
+            return
+        except (RealESRGANError, InvalidRequestError) as exc:
+            # (An ambiguous resubmit may have created a job: say so, not the old ERROR.)
+            earlier = self._earlier.get(index, ())
+            book.give_up_resubmit(
+                index, Outcome(index, request, error=exc, earlier_request_ids=earlier)
+            )
+            self._outcome_ready.notify()
+            return
+        if local is not None:
+            self._locals[index] = local
+        if book.resubmitted(index, job.request_id):
+            self._watch(index, request, job.request_id, resumed=False)
 
     def _emit(self, outcome: Outcome) -> None:
         self._book.emit(outcome)

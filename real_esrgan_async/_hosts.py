@@ -87,6 +87,15 @@ class ImageHost(Protocol):
         ...
 
 
+def needs_image_host(image: os.PathLike[str] | bytes) -> InvalidRequestError:
+    """The error for a local input given to a client without an image host."""
+    return InvalidRequestError(
+        f"image {describe(image)} is a local file or bytes, and the gateway fetches "
+        "only URLs: pass image_host=S3ImageHost('my-bucket', 'prefix/') to the client "
+        f"({_INSTALL_HINT}) to publish local images"
+    )
+
+
 async def inspect_local(source: os.PathLike[str] | bytes) -> LocalImage:
     """Check that `source` is a readable image and hash it, streaming from disk.
 

@@ -133,8 +133,16 @@ def plan(
     *,
     resubmit_ambiguous: bool,
     resubmit_errors: bool = False,
+    keyed: bool = False,
 ) -> Resume:
     """Decide what to do with input `request` whose journal entry is `entry`.
+
+    For an input with an idempotency key, the key's store takes precedence
+    over the journal wherever the journal is unsure: an AMBIGUOUS entry (the
+    run died between the store and the journal, or the POST itself was
+    ambiguous) is SUBMIT, which for a keyed input means *ask the store* (it
+    never pays twice: it answers with the key's job, its result, or
+    `AmbiguousSubmitError`). An ERROR entry is replayed: one key names one job.
 
     Args:
         entry: What the journal recorded at the input's index, or None.
@@ -142,6 +150,7 @@ def plan(
         resubmit_ambiguous: Submit again an AMBIGUOUS entry (it may pay twice).
         resubmit_errors: Submit again an entry whose job ended ERROR (not
             charged): a rerun with a `ResubmitPolicy` that resubmits does.
+        keyed: The input carries an idempotency key (see above).
 
     Raises:
         JournalMismatchError: The entry records another request at that index.
@@ -152,6 +161,8 @@ def plan(
         raise JournalMismatchError(entry.index, _describe(entry.request), _describe(request))
     if entry.state is JournalState.SUBMITTED:
         return Resume.WATCH
+    if keyed:
+        return Resume.REPLAY if entry.state.is_finished else Resume.SUBMIT
     if entry.state is JournalState.ERROR and resubmit_errors:
         return Resume.SUBMIT
     if entry.state.is_finished:

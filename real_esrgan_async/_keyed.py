@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -30,6 +30,7 @@ import attrs
 from ._exceptions import AmbiguousSubmitError, RealESRGANError
 from ._journal import JournalState
 from ._keys import KeyRecord, Step, decide
+from ._local_images import redact
 from ._models import Job, JobState, Status, UpscaleRequest
 from ._session import Session
 from ._store import OutputExpiredError, Store, StoreError
@@ -108,9 +109,26 @@ class Keys:
     # Keyed submits ---------------------------------------------------------------
 
     async def submit(
-        self, session: Session, key: str, request: UpscaleRequest, headers: dict[str, str]
+        self,
+        session: Session,
+        key: str,
+        request: UpscaleRequest,
+        headers: dict[str, str],
+        *,
+        prepare: Callable[[], Awaitable[UpscaleRequest]] | None = None,
+        on_created: Callable[[Job], None] | None = None,
     ) -> Keyed:
         """Submit `request` under `key`, unless the key already names a job.
+
+        Args:
+            session: The open session.
+            key: The idempotency key.
+            request: What the key is recorded with (and compared against).
+            headers: The submit's extra headers (webhooks).
+            prepare: Called only when this caller will POST, for the request
+                to send instead of `request` (a local input, published first
+                under `request`'s content name).
+            on_created: Run with the new job before any checkpoint.
 
         Raises:
             AmbiguousSubmitError: The key's POST may or may not have created a job.
@@ -134,7 +152,7 @@ class Keys:
                 now=self.clock(),
             )
             if step is Step.POST:
-                return await self._post(session, pending, headers)
+                return await self._post(session, pending, headers, prepare, on_created)
             if step is Step.WAIT:
                 assert record.request_id is not None
                 self._keys_of[record.request_id] = key
@@ -166,16 +184,31 @@ class Keys:
             else:
                 text = found
 
-    async def _post(self, session: Session, pending: KeyRecord, headers: dict[str, str]) -> Keyed:
+    async def _post(
+        self,
+        session: Session,
+        pending: KeyRecord,
+        headers: dict[str, str],
+        prepare: Callable[[], Awaitable[UpscaleRequest]] | None,
+        on_created: Callable[[Job], None] | None,
+    ) -> Keyed:
         key, text = pending.key, pending.dumps()
         created: list[Job] = []
+        sending = pending.request
+
+        def booked(job: Job) -> None:
+            created.append(job)
+            if on_created is not None:
+                on_created(job)
+
         try:
             failure: Exception | None = None
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._renew, key)
+                tasks.start_soon(self._renew, key)  # (also while `prepare` uploads)
                 try:
+                    sending = pending.request if prepare is None else await prepare()
                     await self.take_submit_token()  # only a POST spends the fleet's budget
-                    job = await session.submit(pending.request, headers, on_created=created.append)
+                    job = await session.submit(sending, headers, on_created=booked)
                 except Exception as exc:  # noqa: BLE001 (re-raised below, outside the group)
                     # Raised here, it would leave the task group wrapped in an
                     # ExceptionGroup, and miss the AMBIGUOUS branch: the key would be
@@ -186,8 +219,10 @@ class Keys:
             if failure is not None:
                 raise failure
         except AmbiguousSubmitError as exc:
+            # A published input's signed URL is a secret: the store keeps it redacted.
+            reason = str(exc).replace(sending.image, redact(sending.image))
             with anyio.CancelScope(shield=True):
-                await self._record(key, text, pending.ambiguous(str(exc)).dumps())
+                await self._record(key, text, pending.ambiguous(reason).dumps())
             raise
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -228,7 +263,14 @@ class Keys:
     async def finished(self, state: JobState) -> None:
         """Record a keyed job's terminal `state` (a no-op for ids not submitted by key here)."""
         key = self._keys_of.pop(state.request_id, None)
-        if key is None or not state.status.is_terminal:
+        if key is not None:
+            await self.record_end(key, state)
+
+    async def record_end(self, key: str, state: JobState) -> None:
+        """Record the terminal `state` of the job under `key` (never raises: a failure is
+        logged, and the key stays SUBMITTED, so a later caller polls the job again)."""
+        self._keys_of.pop(state.request_id, None)
+        if not state.status.is_terminal:
             return
         with anyio.CancelScope(shield=True):
             try:
@@ -241,7 +283,7 @@ class Keys:
                 await self._call(
                     self.store.swap, key, text, record.finished(state, self.clock()).dumps()
                 )
-            except StoreError as exc:
+            except (StoreError, RuntimeError) as exc:  # (RuntimeError: closed meanwhile)
                 logger.error("could not record the end of idempotency key %r: %s", key, exc)
 
     # The fleet's rate limit -------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from ._exceptions import RealESRGANError
+from ._exceptions import InvalidRequestError, RealESRGANError
 from ._journal import FINISHED_STATES, JournalState
 from ._models import JobState, UpscaleRequest
 
@@ -135,6 +135,25 @@ class KeyRecord:
             result=state,
             finished_at=now,
         )
+
+
+#: The longest idempotency key accepted.
+MAX_KEY_LENGTH = 512
+
+
+def check_key(key: object) -> str:
+    """Return `key` if it can be an idempotency key.
+
+    Raises:
+        InvalidRequestError: It is not a non-empty str of at most 512 characters.
+    """
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        shown = repr(key)[:80]
+        raise InvalidRequestError(
+            f"idempotency_key must be a non-empty str of at most {MAX_KEY_LENGTH} characters, "
+            f"got {shown}"
+        )
+    return key
 
 
 class Step(enum.Enum):

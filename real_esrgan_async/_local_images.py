@@ -77,6 +77,21 @@ def redact(url: str) -> str:
     return f"{base}?<signed>" if query else base
 
 
+#: The host of the name a journal records a local input under: ``.invalid`` is reserved
+#: (RFC 2606), so the name is never fetched, and it passes `UpscaleRequest`'s checks.
+IDENTITY_HOST = "local.invalid"
+
+
+def identity(digest: str) -> str:
+    """The stable name of local bytes whose sha256 is `digest`, for journals and outcomes.
+
+    The URL a host publishes changes with every signature (and is a secret);
+    this name changes only with the bytes: a rerun over the same files finds
+    its journal entries, and a changed file is a mismatch, as a changed URL is.
+    """
+    return f"https://{IDENTITY_HOST}/sha256/{digest}"
+
+
 def describe(source: bytes | os.PathLike[str]) -> str:
     """A short name for a local input, for error messages (never its content)."""
     if isinstance(source, bytes):

@@ -23,10 +23,20 @@ Rules of this module:
   within one kind, the first recorded):
   ``FATAL`` (the key refused, the journal failed or contradicted: every further
   call would fail or could pay twice) > ``CLIENT_CLOSED`` > ``INPUT_FAILED`` (the
-  caller's iterable raised) > ``WALLET_EMPTY`` (402).
+  caller's iterable raised) > ``WALLET_EMPTY`` (402) > ``STORE_FAILED`` (the
+  idempotency store failed: a keyed submit could be paid twice).
   ``FATAL`` and ``CLIENT_CLOSED`` stop awaiting at once (pending ids stay
-  unfinished); ``INPUT_FAILED`` and ``WALLET_EMPTY`` stop pulling but the jobs
-  already paid for are still awaited and emitted.
+  unfinished); the others stop pulling and submitting (inputs already taken get
+  an outcome carrying the error) but the jobs already paid for are still awaited
+  and emitted.
+- Idempotency keys: the first input of the run that carries a key *leads* it
+  (the shell asks the store); a later input with the same key, while the leader
+  has no outcome yet, *follows* it: it is never submitted, and gets a copy of
+  the leader's outcome (its own index and request) when the leader's is
+  emitted. A follower whose request differs from its leader's gets an
+  `IdempotencyKeyMismatchError` at once. Once the leader's outcome is emitted
+  the key is forgotten here (a later duplicate asks the store, which answers
+  without paying), so the book stays as small as the inputs in flight.
 - Resubmissions (see `_resubmit`): an awaited job that ended ERROR may be
   *held* for a resubmission instead of emitted (`hold_for_resubmit`): its input
   keeps its slot and stays owed, with the ERROR outcome kept as its fallback.
@@ -43,7 +53,10 @@ from __future__ import annotations
 import enum
 from collections import deque
 
-from ._models import Outcome
+import attrs
+
+from ._keys import IdempotencyKeyMismatchError
+from ._models import Outcome, UpscaleRequest
 
 
 class Phase(enum.Enum):
@@ -62,6 +75,7 @@ class Ending(enum.IntEnum):
     CLIENT_CLOSED = 2
     INPUT_FAILED = 3
     WALLET_EMPTY = 4
+    STORE_FAILED = 5
 
     @property
     def stops_awaiting(self) -> bool:
@@ -92,6 +106,9 @@ class RunBook:
         self._next_index = 0
         self._errors: dict[Ending, BaseException] = {}
         self._input_done = False
+        self._leaders: dict[str, tuple[int, UpscaleRequest]] = {}  # key -> its leading input
+        self._key_of: dict[int, str] = {}  # leading index -> its key
+        self._followers: dict[int, list[tuple[int, UpscaleRequest]]] = {}  # leader -> followers
 
     # The feeder's questions --------------------------------------------------------
 
@@ -126,8 +143,30 @@ class RunBook:
         self._maybe_ended()
 
     def submit_refusal(self) -> BaseException | None:
-        """Before a taken input is POSTed: the error that forbids it, if any (a 402 seen)."""
-        return self._errors.get(Ending.WALLET_EMPTY)
+        """Before a taken input is POSTed: the error that forbids it, if any (a 402
+        seen, or the idempotency store failed)."""
+        return self._errors.get(Ending.WALLET_EMPTY) or self._errors.get(Ending.STORE_FAILED)
+
+    def lead_key(self, key: str, index: int, request: UpscaleRequest) -> bool:
+        """Input `index` carries idempotency key `key`: whether it leads the key.
+
+        True: no other input of this run awaits that key; the shell asks the
+        store. False: it follows the input that does (its outcome comes with
+        the leader's), or its request contradicts the leader's (its outcome,
+        an `IdempotencyKeyMismatchError`, is emitted now).
+        """
+        leader = self._leaders.get(key)
+        if leader is None:
+            self._leaders[key] = (index, request)
+            self._key_of[index] = key
+            return True
+        lead_index, lead_request = leader
+        if lead_request != request:
+            error = IdempotencyKeyMismatchError(key, lead_request, request)
+            self.emit(Outcome(index, request, error=error))
+        else:
+            self._followers.setdefault(lead_index, []).append((index, request))
+        return False
 
     # What the shell reports ---------------------------------------------------------
 
@@ -162,7 +201,7 @@ class RunBook:
         emitted, or is emitted now: a stop, an error that stops awaiting, or a 402 came)."""
         if index not in self.resubmitting:
             return False
-        if self._submits_nothing_more() or Ending.WALLET_EMPTY in self._errors:
+        if self._submits_nothing_more() or self.submit_refusal() is not None:
             self.give_up_resubmit(index)
             return False
         return True
@@ -201,6 +240,11 @@ class RunBook:
             self._held[outcome.index] = outcome
         else:
             self._ready.append(outcome)
+        key = self._key_of.pop(outcome.index, None)
+        if key is not None:
+            del self._leaders[key]
+            for index, request in self._followers.pop(outcome.index, ()):
+                self.emit(attrs.evolve(outcome, index=index, request=request, saved_to=None))
         self._maybe_ended()
 
     def fail(self, ending: Ending, error: BaseException) -> list[str]:

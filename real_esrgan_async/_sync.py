@@ -54,7 +54,7 @@ from . import _download
 from ._client import DEFAULT_TIMEOUT, AsyncRealESRGAN, LocalInput, WebhookMode
 from ._events import JobEvent
 from ._exceptions import InvalidRequestError, JobsUnfinishedError, JobSystemError
-from ._fanout import UpscaleRun
+from ._fanout import KeyFor, UpscaleRun
 from ._hosts import ImageHost
 from ._journal import Journal
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
@@ -603,7 +603,7 @@ class RealESRGAN:
 
     def upscale_many(
         self,
-        images: Iterable[ImageInput],
+        images: Iterable[ImageInput | LocalInput],
         *,
         scale: int | None = None,
         face_enhance: bool | None = None,
@@ -613,6 +613,7 @@ class RealESRGAN:
         journal: str | os.PathLike[str] | Journal | None = None,
         resubmit_ambiguous: bool = False,
         resubmit: ResubmitPolicy | bool | None = None,
+        idempotency_key: KeyFor | None = None,
     ) -> SyncUpscaleRun:
         """Upscale a stream of images; iterate the result for one `Outcome` per input.
 
@@ -631,7 +632,7 @@ class RealESRGAN:
             InvalidRequestError: An argument is invalid; nothing was sent.
             RuntimeError: The client is not open.
         """
-        source: Iterable[ImageInput] | _PulledInThread = images
+        source: Iterable[ImageInput | LocalInput] | _PulledInThread = images
         if isinstance(images, Iterable) and not isinstance(images, Collection):
             source = _PulledInThread(images)
         client = self._async
@@ -647,6 +648,7 @@ class RealESRGAN:
                 journal=journal,
                 resubmit_ambiguous=resubmit_ambiguous,
                 resubmit=resubmit,
+                idempotency_key=idempotency_key,
             )
             self._runs.add(run)
             return run
@@ -828,13 +830,13 @@ class _PulledInThread:
     an async generator left unfinished is finalised by the event loop later.
     """
 
-    def __init__(self, images: Iterable[ImageInput]) -> None:
+    def __init__(self, images: Iterable[ImageInput | LocalInput]) -> None:
         self._iterator = iter(images)
 
-    def __aiter__(self) -> AsyncIterator[ImageInput]:
+    def __aiter__(self) -> AsyncIterator[ImageInput | LocalInput]:
         return self
 
-    async def __anext__(self) -> ImageInput:
+    async def __anext__(self) -> ImageInput | LocalInput:
         item = await anyio.to_thread.run_sync(_pull, self._iterator)
         if isinstance(item, _End):
             raise StopAsyncIteration
@@ -848,6 +850,6 @@ class _End:
 _END = _End()
 
 
-def _pull(iterator: Iterator[ImageInput]) -> ImageInput | _End:
+def _pull(iterator: Iterator[ImageInput | LocalInput]) -> ImageInput | LocalInput | _End:
     # `next` with a default: a StopIteration must not cross into a coroutine.
     return next(iterator, _END)

@@ -106,6 +106,23 @@ async def resumable(client: AsyncRealESRGAN, urls: list[str]) -> None:
     journal.close()
 
 
+async def keyed_folder(client: AsyncRealESRGAN, folder: Path, items: dict[str, str]) -> None:
+    def key(index: int, url: str) -> str | None:
+        return url if index % 2 else None
+
+    async for outcome in client.upscale_many(list(items.values()), idempotency_key=key):
+        handle(outcome)
+    sources: list[Path | bytes] = [*sorted(folder.iterdir()), b"\x89PNG\r\n\x1a\n"]
+    async with client.upscale_many(sources, scale=2, journal=folder / "j") as run:
+        async for outcome in run:
+            handle(outcome)
+    with RealESRGAN("key") as blocking_client:
+        for outcome in blocking_client.upscale_many(
+            sorted(folder.glob("*.png")), idempotency_key=lambda index, path: path.name
+        ):
+            handle(outcome)
+
+
 def webhooks() -> WebhookReceiver:
     client = AsyncRealESRGAN(
         "key",
