@@ -174,6 +174,10 @@ class Ledger:
 
     # Queries -----------------------------------------------------------------------
 
+    def was_seen(self, request_id: str) -> bool:
+        """Whether `request_id` was submitted here, or a status of it seen here."""
+        return self._unfinished.get(request_id) is not None
+
     def is_unfinished(self, request_id: str) -> bool:
         """Whether `request_id` is a job of ours not yet seen finished."""
         return request_id in self._unfinished

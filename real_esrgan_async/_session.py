@@ -228,19 +228,19 @@ class Session:
         *,
         timeout: float | None = None,
         megapixels: float | None = None,
-        adopted: bool = False,
     ) -> int:
         """Call `callback` once, when `request_id` finishes or its wait ends; return a token.
 
         A job that reports by webhook is checked only by the slow safety net.
         A job seen finished a moment ago resolves at once. `megapixels`, the
-        input's size, is by default what preflight learned at its submit. An
-        `adopted` job was submitted by another process or an earlier run, at a
-        moment not known here: it is checked at once (it may be long finished).
+        input's size, is by default what preflight learned at its submit. A job
+        this session neither submitted nor saw (another worker's, an earlier
+        run's, an id the caller kept) may be long finished: it is checked at once.
         """
         if self._closed:
             raise RuntimeError("this AsyncRealESRGAN is closed; create a new client")
         recent = self._recent.get(request_id)
+        adopted = recent is None and not self.ledger.was_seen(request_id)
         if recent is None:
             self.ledger.adopt(request_id)  # (a job seen finished is not owed again)
         token = self.poller.watch(

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 from PIL import Image
 
@@ -19,6 +20,8 @@ from real_esrgan_async import (
     Outcome,
     PollPolicy,
     RetryPolicy,
+    SQLiteStore,
+    Status,
 )
 from real_esrgan_async.testing import EmulatorConfig, RunningEmulator, running_emulator
 
@@ -40,11 +43,10 @@ def emulator() -> Iterator[RunningEmulator]:
 
 
 def client_for(gateway: RunningEmulator, **options: object) -> AsyncRealESRGAN:
+    options = {"retry": FAST_RETRY, "poll": FAST_POLL, **options}
     return AsyncRealESRGAN(
         gateway.api_key,
         base_url=gateway.base_url,
-        retry=FAST_RETRY,
-        poll=FAST_POLL,
         **options,  # type: ignore[arg-type]
     )
 
@@ -166,3 +168,30 @@ async def test_an_empty_wallet_stops_the_run_and_keeps_the_rest() -> None:
                     outcomes.append(outcome)
     assert 3 == sum(o.ok for o in outcomes)
     assert 50 == len(outcomes) + len(list(source))
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["by-id", "by-key"])
+async def test_a_job_submitted_elsewhere_is_checked_at_once(
+    emulator: RunningEmulator, tmp_path: Path, keyed: bool
+) -> None:
+    """A job this client neither submitted nor saw (another worker's, found through its
+    idempotency key; an id kept from an earlier run) may have finished long ago: its first
+    check is made at once, not after a fresh job's first delay (an hour, here)."""
+    sample = emulator.sample_urls()[0]
+    store = SQLiteStore(tmp_path / "keys.db")
+    async with client_for(emulator, store=store) as first:
+        job = await first.submit(sample, idempotency_key="item-1")
+        await first.wait(job)
+    hour = PollPolicy(target_delay=None, initial_delay=3600.0, max_first_check=3600.0)
+    shared = {"store": SQLiteStore(tmp_path / "keys.db")} if keyed else {}
+    async with client_for(emulator, poll=hour, **shared) as later:
+        with anyio.fail_after(30):
+            if keyed:
+                found = await later.submit(sample, idempotency_key="item-1")
+                state = await later.wait(found)
+            else:
+                state = await later.wait(job.request_id)
+        calls = later.stats().status_calls
+
+    assert (job.request_id, Status.COMPLETED) == (state.request_id, state.status)
+    assert calls <= 1  # (none when the store shares the first client's answer)
