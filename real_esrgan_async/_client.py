@@ -42,7 +42,7 @@ from ._hosts import (
 from ._journal import Journal
 from ._keyed import Keys
 from ._ledger import Ledger
-from ._local_images import PublishedImage, describe
+from ._local_images import PublishedImage, describe, redact
 from ._models import Job, JobState, Outcome, Resolution, Status, UpscaleRequest, unwrap
 from ._preflight import Preflight
 from ._resubmit import ResubmitPolicy, as_policy, resubmit_delay
@@ -504,8 +504,10 @@ class AsyncRealESRGAN:
         try:
             request = self.make_request(published.url, scale=scale, face_enhance=face_enhance)
             job = await session.submit(request, headers, on_created=on_created)
-        except AmbiguousSubmitError:
-            raise  # a job may exist and may yet fetch the image: leave it up (its URL expires)
+        except AmbiguousSubmitError as exc:
+            # A job may exist and may yet fetch the image: leave it up (its URL expires).
+            # The signed URL is a credential: the error names the object without it.
+            raise exc.naming(redact(published.url)) from None
         except BaseException:
             await self._retract(published)
             raise

@@ -150,17 +150,24 @@ class AmbiguousSubmitError(APIError):
     provider's dashboard, or resubmit knowingly.
 
     Attributes:
-        image: The input URL of the submit.
+        image: The input URL of the submit (for a local file, its signed URL
+            without the signature).
         status_code: The status of the answer, when there was one (a 5xx).
+        reason: What went wrong after the request was sent.
     """
 
     def __init__(self, image: str, *, status_code: int | None = None, reason: str) -> None:
         self.image = image
         self.status_code = status_code
+        self.reason = reason
         super().__init__(
             f"submit of {image!r} failed after it was sent ({reason}); a job may exist and "
             "be charged, so it was not resubmitted"
         )
+
+    def naming(self, image: str) -> AmbiguousSubmitError:
+        """The same error, naming the input `image` (a signed URL's public part, say)."""
+        return AmbiguousSubmitError(image, status_code=self.status_code, reason=self.reason)
 
 
 class ResponseValidationError(APIError):

@@ -227,6 +227,24 @@ async def test_an_ambiguous_submit_keeps_its_object(
     assert 1 == len(keys_under(aws_env, prefix))
 
 
+async def test_an_ambiguous_single_submit_names_its_object_without_the_signature(
+    aws_env: S3Server, prefix: str, tmp_path: Path
+) -> None:
+    """`submit` of a file whose POST was cut after the job was created: the error names the
+    object (bucket path), never its signed URL, and the object stays up for the job."""
+    config = EmulatorConfig(time_scale=0.002, seed=7, error_rate=0.0, drop_after_create_rate=1.0)
+    [path] = folder(tmp_path, 1)
+    with running_emulator(config) as gateway:
+        async with client_for(gateway, host_for(aws_env, prefix)) as client:
+            with pytest.raises(AmbiguousSubmitError) as info:
+                await client.submit(path, scale=2)
+    assert "X-Amz-Signature" not in str(info.value)
+    assert "X-Amz-Signature" not in info.value.image
+    assert "?<signed>" in info.value.image
+    assert info.value.__cause__ is None
+    assert 1 == len(keys_under(aws_env, prefix))
+
+
 async def test_a_journal_knows_files_by_content_and_a_rerun_pays_nothing_twice(
     aws_env: S3Server, prefix: str, emulator: RunningEmulator, tmp_path: Path
 ) -> None:
