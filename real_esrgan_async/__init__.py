@@ -19,6 +19,8 @@ from ._exceptions import (
     AuthenticationError,
     BadRequestError,
     DownloadError,
+    IdempotencyKeyMismatchError,
+    ImageHostError,
     InsufficientBalanceError,
     InvalidRequestError,
     JobError,
@@ -30,31 +32,27 @@ from ._exceptions import (
     JournalLockedError,
     JournalMismatchError,
     NotFoundError,
+    OutputExpiredError,
     PermissionDeniedError,
     RateLimitError,
     RealESRGANError,
     ResponseValidationError,
     ServerError,
+    StoreError,
+    StoreMismatchError,
+    StoreUnavailableError,
 )
 from ._fanout import UpscaleRun
-from ._hosts import ImageHost, ImageHostError, S3ImageHost
+from ._hosts import ImageHost, S3ImageHost
 from ._journal import Journal, JournalEntry, JournalState
 from ._journal_sqlite import SQLiteJournal
-from ._keys import IdempotencyKeyMismatchError
 from ._local_images import LocalImage, PublishedImage
 from ._models import Job, JobState, Outcome, Status, UpscaleRequest
 from ._resubmit import ResubmitPolicy
 from ._retry import RetryPolicy
 from ._scheduler import PollPolicy
 from ._stats import Stats
-from ._store import (
-    OutputExpiredError,
-    SQLiteStore,
-    Store,
-    StoreError,
-    StoreMismatchError,
-    StoreUnavailableError,
-)
+from ._store import SQLiteStore, Store
 from ._store_redis import RedisStore
 from ._sync import RealESRGAN, SyncUpscaleRun
 from ._version import __version__

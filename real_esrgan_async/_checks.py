@@ -28,11 +28,11 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from ._exceptions import RealESRGANError
+from ._exceptions import RealESRGANError, StoreError
 from ._keys import CHECK_LEASE, CheckStep, look_again_in
 from ._models import JobState
 from ._poller import Poller
-from ._store import Store, StoreError
+from ._store import Store
 
 logger = logging.getLogger("real_esrgan_async")
 T = TypeVar("T")

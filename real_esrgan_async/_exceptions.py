@@ -24,6 +24,13 @@ The hierarchy::
     ├── JournalError                  a fan-out's journal cannot be used
     │   ├── JournalLockedError            another process holds it
     │   └── JournalMismatchError          the inputs are not those it recorded (a ValueError)
+    ├── IdempotencyKeyMismatchError   a key reused for another request (a ValueError)
+    ├── KeyFormatError                a key's record in the store is of another format
+    ├── StoreError                    the idempotency store cannot be used
+    │   ├── StoreUnavailableError         unreachable (named, never with its password)
+    │   ├── StoreMismatchError            written by another version, or for another gateway
+    │   └── OutputExpiredError            the key's job finished, its outputs are gone
+    ├── ImageHostError                a local input could not be published or fetched
     └── DownloadError                 fetching or checking an output failed
 
 Misuse is reported with the built-in types, as attrs does: bad input raises
@@ -40,7 +47,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._models import Status
+    from ._models import Status, UpscaleRequest
 
 
 class RealESRGANError(Exception):
@@ -301,3 +308,64 @@ class DownloadError(RealESRGANError):
         self.request_id = request_id
         self.url = url
         super().__init__(message)
+
+
+class KeyFormatError(RealESRGANError):
+    """A record in the store is not one this version can read."""
+
+
+class IdempotencyKeyMismatchError(RealESRGANError, ValueError):
+    """An idempotency key was reused with another request; nothing was sent.
+
+    Attributes:
+        key: The key.
+    """
+
+    def __init__(self, key: str, recorded: UpscaleRequest, given: UpscaleRequest) -> None:
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was first used for {_describe(recorded)}, not "
+            f"{_describe(given)}: one key names one job; use a new key for a new request"
+        )
+
+
+class StoreError(RealESRGANError):
+    """The idempotency store cannot be used (unreachable, foreign, or failing).
+
+    Keyed submits stop when it fails: a submit whose key cannot be recorded
+    could be paid twice by another process.
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """The store could not be reached; the message names it (never its password)."""
+
+
+class StoreMismatchError(StoreError):
+    """The store was written by another version of this library, or for another gateway."""
+
+
+class OutputExpiredError(StoreError):
+    """The key's job finished so long ago that its output URLs have expired.
+
+    Attributes:
+        key: The idempotency key.
+        request_id: Its job (paid for; its output is gone).
+    """
+
+    def __init__(self, key: str, request_id: str | None, age: float) -> None:
+        self.key = key
+        self.request_id = request_id
+        super().__init__(
+            f"idempotency key {key!r}: job {request_id} finished {age / 60:.0f} min ago and its "
+            "output URLs have expired (about an hour after completion); it was not resubmitted. "
+            "Use a new key to pay for a new job"
+        )
+
+
+class ImageHostError(RealESRGANError):
+    """Publishing a local image failed, or its URL could not be fetched; nothing was paid."""
+
+
+def _describe(request: UpscaleRequest) -> str:
+    return f"{request.image[:100]!r} (scale {request.scale}, face_enhance {request.face_enhance})"

@@ -59,8 +59,10 @@ from ._exceptions import (
     JobsUnfinishedError,
     JournalError,
     JournalLockedError,
+    OutputExpiredError,
     PermissionDeniedError,
     RealESRGANError,
+    StoreError,
 )
 from ._hosts import (
     DEFAULT_VALID_FOR,
@@ -87,7 +89,6 @@ from ._models import (
 from ._resubmit import ResubmitPolicy, resubmit_delay
 from ._runbook import Ending, Phase, RunBook
 from ._session import Session
-from ._store import OutputExpiredError, StoreError
 
 #: Errors after which every further call would fail too: they end the run. A
 #: journal that cannot be written could no longer keep a rerun from paying twice.

@@ -33,7 +33,7 @@ import anyio
 import httpx
 
 from . import _options
-from ._exceptions import InvalidRequestError, RealESRGANError
+from ._exceptions import ImageHostError, InvalidRequestError
 from ._local_images import (
     ALLOWED_FORMATS,
     HEADER_BYTES,
@@ -58,10 +58,6 @@ DEFAULT_VALID_FOR = 900.0
 #: Bytes above which an upload goes in parts, streamed from disk.
 MULTIPART_CHUNK_BYTES = 8 * 1024 * 1024
 _INSTALL_HINT = "pip install 'real-esrgan-async[s3]'"
-
-
-class ImageHostError(RealESRGANError):
-    """Publishing a local image failed, or its URL could not be fetched; nothing was paid."""
 
 
 @runtime_checkable

@@ -27,13 +27,18 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from ._exceptions import AmbiguousSubmitError, RealESRGANError
+from ._exceptions import (
+    AmbiguousSubmitError,
+    OutputExpiredError,
+    RealESRGANError,
+    StoreError,
+)
 from ._journal import JournalState
 from ._keys import KeyRecord, Step, decide
 from ._local_images import redact
 from ._models import Job, JobState, Status, UpscaleRequest
 from ._session import Session
-from ._store import OutputExpiredError, Store, StoreError
+from ._store import Store
 
 logger = logging.getLogger("real_esrgan_async")
 T = TypeVar("T")

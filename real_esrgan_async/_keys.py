@@ -30,7 +30,12 @@ from typing import Any
 
 import attrs
 
-from ._exceptions import InvalidRequestError, RealESRGANError
+from ._exceptions import (
+    IdempotencyKeyMismatchError,
+    InvalidRequestError,
+    KeyFormatError,
+    RealESRGANError,
+)
 from ._journal import FINISHED_STATES, JournalState
 from ._models import JobState, UpscaleRequest
 
@@ -39,10 +44,6 @@ RECORD_FORMAT = 1
 #: Output URLs are deleted about an hour after a job completes (domain notes); a
 #: finished key older than this no longer gives a usable result.
 OUTPUT_URL_LIFETIME = 3600.0
-
-
-class KeyFormatError(RealESRGANError):
-    """A record in the store is not one this version can read."""
 
 
 @attrs.frozen
@@ -209,25 +210,6 @@ def decide(
     ):
         return Step.EXPIRED
     return Step.RESULT
-
-
-class IdempotencyKeyMismatchError(RealESRGANError, ValueError):
-    """An idempotency key was reused with another request; nothing was sent.
-
-    Attributes:
-        key: The key.
-    """
-
-    def __init__(self, key: str, recorded: UpscaleRequest, given: UpscaleRequest) -> None:
-        self.key = key
-        super().__init__(
-            f"idempotency key {key!r} was first used for {_describe(recorded)}, not "
-            f"{_describe(given)}: one key names one job; use a new key for a new request"
-        )
-
-
-def _describe(request: UpscaleRequest) -> str:
-    return f"{request.image[:100]!r} (scale {request.scale}, face_enhance {request.face_enhance})"
 
 
 # The fleet's token bucket -----------------------------------------------------------

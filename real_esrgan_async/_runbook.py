@@ -55,7 +55,7 @@ from collections import deque
 
 import attrs
 
-from ._keys import IdempotencyKeyMismatchError
+from ._exceptions import IdempotencyKeyMismatchError
 from ._models import Outcome, UpscaleRequest
 
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ._exceptions import InvalidRequestError, RealESRGANError
+from ._exceptions import InvalidRequestError, StoreMismatchError, StoreUnavailableError
 from ._keys import CHECK_ANSWER_TTL, CHECK_LEASE, CheckStep, plan_check
 from ._options import flag, number
 
@@ -33,40 +33,6 @@ from ._options import flag, number
 STORE_FORMAT = "real-esrgan-async/keys/1"
 #: How long a claim outlives its process by default (seconds); renewed every third of it.
 DEFAULT_LEASE = 30.0
-
-
-class StoreError(RealESRGANError):
-    """The idempotency store cannot be used (unreachable, foreign, or failing).
-
-    Keyed submits stop when it fails: a submit whose key cannot be recorded
-    could be paid twice by another process.
-    """
-
-
-class StoreUnavailableError(StoreError):
-    """The store could not be reached; the message names it (never its password)."""
-
-
-class StoreMismatchError(StoreError):
-    """The store was written by another version of this library, or for another gateway."""
-
-
-class OutputExpiredError(StoreError):
-    """The key's job finished so long ago that its output URLs have expired.
-
-    Attributes:
-        key: The idempotency key.
-        request_id: Its job (paid for; its output is gone).
-    """
-
-    def __init__(self, key: str, request_id: str | None, age: float) -> None:
-        self.key = key
-        self.request_id = request_id
-        super().__init__(
-            f"idempotency key {key!r}: job {request_id} finished {age / 60:.0f} min ago and its "
-            "output URLs have expired (about an hour after completion); it was not resubmitted. "
-            "Use a new key to pay for a new job"
-        )
 
 
 @runtime_checkable

@@ -30,10 +30,10 @@ import json
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ._exceptions import InvalidRequestError
+from ._exceptions import InvalidRequestError, StoreUnavailableError
 from ._keys import CHECK_ANSWER_TTL, CHECK_LEASE, CheckStep
 from ._options import flag, number
-from ._store import DEFAULT_LEASE, StoreUnavailableError, check_marker, marker_for
+from ._store import DEFAULT_LEASE, check_marker, marker_for
 
 try:
     import redis

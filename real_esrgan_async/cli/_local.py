@@ -19,6 +19,7 @@ import anyio
 from real_esrgan_async import (
     AmbiguousSubmitError,
     ImageHost,
+    ImageHostError,
     InvalidRequestError,
     Outcome,
     PublishedImage,
@@ -26,7 +27,6 @@ from real_esrgan_async import (
 )
 from real_esrgan_async._hosts import (
     DEFAULT_VALID_FOR,
-    ImageHostError,
     check_fetchable,
     check_local_file,
     inspect_local,

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from real_esrgan_async import IdempotencyKeyMismatchError, JobState, JournalState, Status
 from real_esrgan_async import UpscaleRequest as Req
+from real_esrgan_async._exceptions import KeyFormatError
 from real_esrgan_async._keys import (
     Bucket,
-    KeyFormatError,
     KeyRecord,
     Step,
     cooldown_until,
