@@ -45,7 +45,7 @@ from ._batch import (
     execute_batch,
     make_client,
 )
-from ._local import check_local_inputs, local_inputs, parse_image_host
+from ._local import check_local_inputs, expand_folders, local_inputs, parse_image_host
 from ._output import PROG, Output
 from ._parser import BASE_URL_ENV, ExitCode
 from ._progress import wants_progress
@@ -87,12 +87,17 @@ def _options(args: argparse.Namespace) -> BatchOptions:
 
 
 def run_upscale_command(args: argparse.Namespace, output: Output) -> int:
-    """``real-esrgan upscale URL_OR_FILE...``: local files go through ``--image-host``."""
+    """``real-esrgan upscale URL_OR_FILE_OR_FOLDER...``: local files go through ``--image-host``."""
     gateway = gateway_access(args, output)
     if gateway is None:
         return ExitCode.USAGE
     image_host = None
-    local = local_inputs(args.urls, with_host=args.image_host is not None)
+    try:
+        inputs = expand_folders(args.urls)
+    except InvalidRequestError as exc:
+        output.error(str(exc))
+        return ExitCode.USAGE
+    local = local_inputs(inputs, with_host=args.image_host is not None)
     if local:
         if args.image_host is None:
             output.error(
@@ -113,11 +118,11 @@ def run_upscale_command(args: argparse.Namespace, output: Output) -> int:
     return execute_batch(
         output,
         gateway,
-        ArgumentInputs(args.urls),
+        ArgumentInputs(inputs),
         _options(args),
         backend=args.backend,
         json=args.json,
-        total=len(args.urls),
+        total=len(inputs),
         image_host=image_host,
     )
 

@@ -33,6 +33,8 @@ from real_esrgan_async._hosts import (
 )
 
 IMAGE_HOST_SCHEMES = ("s3",)
+#: The files a folder given on the command line contributes, by suffix (any case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
 def is_url(text: str) -> bool:
@@ -41,6 +43,35 @@ def is_url(text: str) -> bool:
     Only http(s) URLs are accepted by the gateway; the others are rejected as before.
     """
     return "://" in text
+
+
+def expand_folders(inputs: Sequence[str]) -> list[str]:
+    """`inputs` with each folder replaced by the image files directly in it, by name.
+
+    Files are taken by suffix (`IMAGE_SUFFIXES`), not recursing; each is then
+    checked like a file named on the command line.
+
+    Raises:
+        InvalidRequestError: A folder holds no image file.
+    """
+    expanded: list[str] = []
+    for text in inputs:
+        folder = Path(text)
+        if is_url(text) or not folder.is_dir():
+            expanded.append(text)
+            continue
+        images = sorted(
+            str(path)
+            for path in folder.iterdir()
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        )
+        if not images:
+            raise InvalidRequestError(
+                f"{text!r} is a folder that holds no image file "
+                f"({', '.join(IMAGE_SUFFIXES)}; subfolders are not searched)"
+            )
+        expanded.extend(images)
+    return expanded
 
 
 def local_inputs(inputs: Sequence[str], *, with_host: bool) -> list[str]:

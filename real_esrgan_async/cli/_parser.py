@@ -280,7 +280,8 @@ def build_parser(redact: Callable[[str], str] = str) -> argparse.ArgumentParser:
         "urls",
         metavar="URL_OR_FILE",
         nargs="+",
-        help="an image URL (http or https), or a local image file (with --image-host)",
+        help="an image URL (http or https), a local image file, or a folder of them (its "
+        "image files, by suffix, not recursing; with --image-host)",
     )
     local = upscale.add_argument_group("local files")
     local.add_argument(

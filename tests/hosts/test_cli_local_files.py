@@ -102,11 +102,51 @@ def test_upscale_local_files_saves_outputs_named_after_them_with_one_upload_per_
     assert [] == keys_under(aws_env, prefix)  # all taken down at the end of the run
 
 
+def test_upscale_a_folder_takes_its_images_by_name(
+    capsys: pytest.CaptureFixture[str],
+    aws_env: S3Server,
+    prefix: str,
+    gateway: RunningEmulator,
+    tmp_path: Path,
+) -> None:
+    """A folder stands for the image files directly in it (sorted by name): other files and
+    subfolders are left alone, and outputs are named after the sources."""
+    folder = tmp_path / "photos"
+    photos(folder)
+    (folder / "notes.txt").write_text("not an image\n")
+    photos(folder / "nested")  # not searched
+    out = tmp_path / "upscaled"
+    code, stdout, err = run(
+        capsys,
+        "upscale",
+        folder,
+        "--scale",
+        "2",
+        "--out",
+        out,
+        "--image-host",
+        f"s3://{aws_env.bucket}/{prefix}",
+        "--endpoint-url",
+        aws_env.endpoint_url,
+        "--base-url",
+        gateway.base_url,
+        "--api-key",
+        KEY,
+    )
+    assert 0 == code, err
+    assert ["0000-beach.png", "0001-cat.png", "0002-same-cat.png"] == sorted(
+        path.name for path in out.iterdir()
+    )
+    assert (20, 12) == size(out / "0000-beach.png")
+    assert "3 of 3 inputs upscaled and saved" in stdout
+    assert 3 == gateway.emulator.stats().jobs_created
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda tmp: tmp / "missing.jpg", "does not exist"),
-        (lambda tmp: tmp, "is a directory"),
+        (lambda tmp: _folder(tmp / "notes", "a.txt"), "is a folder that holds no image file"),
         (lambda tmp: _text(tmp / "list.txt"), "is not a PNG, JPEG, WebP, GIF, BMP or TIFF image"),
     ],
 )
@@ -141,6 +181,13 @@ def test_a_bad_local_file_stops_the_command_before_any_job(
     assert message in err
     assert repr(str(bad)) in err
     assert 0 == gateway.emulator.stats().jobs_created
+
+
+def _folder(path: Path, *names: str) -> Path:
+    path.mkdir()
+    for name in names:
+        (path / name).write_text("not an image\n")
+    return path
 
 
 def _text(path: Path) -> Path:
