@@ -258,7 +258,8 @@ async def test_redis_stopped_mid_run_every_wait_still_ends_by_calling_the_gatewa
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Four workers wait on one keyed job with shared checks; the Redis server stops while
-    they wait. Each then checks the gateway itself: every wait ends with the job's result."""
+    they wait (each has its job: a keyed submit with the store gone would rightly stop). Each
+    then checks the gateway itself: every wait ends with the job's result."""
     server = start_server(tmp_path)
     states: list[JobState] = []
     try:
@@ -266,14 +267,19 @@ async def test_redis_stopped_mid_run_every_wait_still_ends_by_calling_the_gatewa
             sample = gateway.sample_urls()[0]
             waiting = anyio.Event()
             calls_before = collections.Counter[str]()
+            submitted: list[str] = []
 
             async def worker() -> None:
                 async with client_for(gateway, RedisStore(server.url, prefix="p")) as client:
-                    states.append(await client.upscale(sample, scale=2, idempotency_key="item"))
+                    job = await client.submit(sample, scale=2, idempotency_key="item")
+                    submitted.append(job.request_id)
+                    states.append(await client.wait(job))
 
             async def stop_redis_once_checked() -> None:
                 # The emulator runs in its own thread: polling it is what a test can do.
-                while not gateway.emulator.stats().status_calls:  # noqa: ASYNC110
+                while (  # noqa: ASYNC110
+                    len(submitted) < CLIENTS or not gateway.emulator.stats().status_calls
+                ):
                     await anyio.sleep(0.01)
                 calls_before.update(gateway.emulator.stats().status_calls_by_request_id)
                 await anyio.to_thread.run_sync(server.stop)
