@@ -33,11 +33,11 @@ from ._exceptions import (
 from ._fanout import KeyFor, UpscaleRun
 from ._gateway import ApiKey, Gateway
 from ._hosts import (
-    DEFAULT_VALID_FOR,
     ImageHost,
-    check_fetchable,
     inspect_local,
     needs_image_host,
+    publish_checked,
+    retract_shielded,
 )
 from ._journal import Journal
 from ._keyed import Keys
@@ -519,19 +519,11 @@ class AsyncRealESRGAN:
         host = self.image_host
         if host is None:
             raise needs_image_host(image)
-        local = await inspect_local(image)
-        published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
-        try:
-            await check_fetchable(published)
-        except BaseException:
-            await self._retract(published)
-            raise
-        return published
+        return await publish_checked(host, await inspect_local(image))
 
     async def _retract(self, published: PublishedImage) -> None:
         assert self.image_host is not None
-        with anyio.CancelScope(shield=True):  # cleanup: done even when cancelled
-            await self.image_host.retract(published)
+        await retract_shielded(self.image_host, published)
 
     def _retract_when_finished(
         self, session: Session, request_id: str, published: PublishedImage

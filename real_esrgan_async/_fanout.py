@@ -65,11 +65,11 @@ from ._exceptions import (
     StoreError,
 )
 from ._hosts import (
-    DEFAULT_VALID_FOR,
     ImageHost,
-    check_fetchable,
     inspect_local,
     needs_image_host,
+    publish_checked,
+    retract_shielded,
 )
 from ._journal import Journal, JournalState, Resume, plan, replay
 from ._journal_sqlite import SQLiteJournal
@@ -764,20 +764,12 @@ class _Run:
 
     async def _publish(self, local: LocalImage) -> PublishedImage:
         """Publish a checked local input and fetch its URL's first byte: before paying."""
-        host = self._host
-        assert host is not None  # (checked in the feeder)
-        published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
-        try:
-            await check_fetchable(published)
-        except BaseException:
-            await self._retract(published)
-            raise
-        return published
+        assert self._host is not None  # (checked in the feeder)
+        return await publish_checked(self._host, local)
 
     async def _retract(self, published: PublishedImage) -> None:
         assert self._host is not None
-        with anyio.CancelScope(shield=True):  # cleanup: done even when cancelled
-            await self._host.retract(published)
+        await retract_shielded(self._host, published)
 
     def _retract_when_finished(self, request_id: str, published: PublishedImage) -> None:
         """Take a local input down once its job has ended, whether or not the run still

@@ -200,6 +200,27 @@ async def check_fetchable(published: PublishedImage, *, timeout: float = 10.0) -
         )
 
 
+async def publish_checked(host: ImageHost, local: LocalImage) -> PublishedImage:
+    """Publish `local` and fetch its URL's first byte, all before paying; retracted if that fails.
+
+    Raises:
+        ImageHostError: It could not be published, or its URL could not be fetched.
+    """
+    published = await host.publish(local, valid_for=DEFAULT_VALID_FOR)
+    try:
+        await check_fetchable(published)
+    except BaseException:
+        await retract_shielded(host, published)
+        raise
+    return published
+
+
+async def retract_shielded(host: ImageHost, published: PublishedImage) -> None:
+    """Take `published` down; cleanup, so done even when cancelled."""
+    with anyio.CancelScope(shield=True):
+        await host.retract(published)
+
+
 def _s3_error_code(body: str) -> str:
     """`` (AccessDenied)`` from an S3 error document, or ``""``."""
     start = body.find("<Code>")

@@ -26,10 +26,9 @@ from real_esrgan_async import (
     S3ImageHost,
 )
 from real_esrgan_async._hosts import (
-    DEFAULT_VALID_FOR,
-    check_fetchable,
     check_local_file,
     inspect_local,
+    publish_checked,
 )
 
 IMAGE_HOST_SCHEMES = ("s3",)
@@ -134,12 +133,7 @@ class Publisher:
             image = await inspect_local(Path(text))
         except InvalidRequestError as exc:
             raise ImageHostError(str(exc)) from None
-        published = await self._host.publish(image, valid_for=DEFAULT_VALID_FOR)
-        try:
-            await check_fetchable(published)
-        except BaseException:
-            await self._host.retract(published)
-            raise
+        published = await publish_checked(self._host, image)
         self._published[index] = published
         return published.url
 
