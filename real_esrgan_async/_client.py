@@ -530,7 +530,7 @@ class AsyncRealESRGAN:
     ) -> None:
         """Take the input down once its job has ended (not when a wait merely stopped)."""
 
-        def finished(resolution: Resolution) -> None:
+        def finished(_: str, resolution: Resolution) -> None:
             if isinstance(resolution, JobState):
                 session.start_soon(self._retract, published)
 
@@ -645,7 +645,7 @@ class AsyncRealESRGAN:
         done = anyio.Event()
         outcome: list[Resolution] = []
 
-        def resolved(resolution: Resolution) -> None:
+        def resolved(_: str, resolution: Resolution) -> None:
             outcome.append(resolution)
             done.set()
 

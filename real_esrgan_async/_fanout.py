@@ -41,7 +41,6 @@ run. The shell keeps the streams of control:
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from types import TracebackType
@@ -347,8 +346,14 @@ class _Run:
         self._no_task_running = anyio.Event()
         self._no_task_running.set()
         self._stopped = anyio.Event()  # ends the resubmissions' backoff at once
-        self._tokens: dict[str, int] = {}  # request_id -> the poller's token, while awaited
-        self._callbacks: dict[str, Callable[[Resolution], None]] = {}  # request_id -> its end
+        # Each job awaited: its input's index (until its end is handled), the request
+        # of each input with a job, and the ids resumed from a journal. One callback,
+        # made once, serves every job (the session hands it the id): a closure per job
+        # would cost ~300 bytes per job in flight.
+        self._index_of: dict[str, int] = {}
+        self._requests: dict[int, UpscaleRequest] = {}
+        self._resumed: set[str] = set()
+        self._on_end = self._finished
         self._outcome_ready = _Signal()
         self._slot_free = _Signal()
         self._submit_permits = anyio.Semaphore(max_connections)
@@ -776,7 +781,7 @@ class _Run:
         awaits it (a stopped run's jobs are still watched while the client is open)."""
         session = self._session
 
-        def finished(resolution: Resolution) -> None:
+        def finished(_: str, resolution: Resolution) -> None:
             if isinstance(resolution, JobState):
                 self._start_task(self._retract, published)  # the run's end waits for it
 
@@ -835,31 +840,29 @@ class _Run:
     def _watch(
         self, index: int, request: UpscaleRequest, request_id: str, *, resumed: bool
     ) -> None:
-        done = functools.partial(self._finished, index, request, request_id, resumed)
-        token = self._session.watch(request_id, done, timeout=self._job_timeout)
-        if request_id in self._book.pending:  # not resolved at once
-            self._tokens[request_id] = token
-            self._callbacks[request_id] = done
+        self._index_of[request_id] = index
+        self._requests[index] = request
+        if resumed:
+            self._resumed.add(request_id)
+        self._session.watch(request_id, self._on_end, timeout=self._job_timeout)
 
     def _unwatch(self, request_id: str) -> None:
         """Stop awaiting a job; its end, if it is seen anyway, still becomes an outcome."""
-        token = self._tokens.pop(request_id, None)
-        if token is not None:
-            self._session.unwatch(token)
-        done = self._callbacks.pop(request_id, None)
-        if done is not None:
-            self._session.when_seen_finished(request_id, done)
+        if request_id in self._index_of:
+            self._session.unwatch_callback(request_id, self._on_end)
+            self._session.when_seen_finished(request_id, self._seen_late)
 
-    def _finished(
-        self,
-        index: int,
-        request: UpscaleRequest,
-        request_id: str,
-        resumed: bool,
-        resolution: Resolution,
-    ) -> None:
-        self._tokens.pop(request_id, None)
-        self._callbacks.pop(request_id, None)
+    def _seen_late(self, state: JobState) -> None:
+        """The end of a job no longer awaited, seen anyway (`_unwatch`)."""
+        self._finished(state.request_id, state)
+
+    def _finished(self, request_id: str, resolution: Resolution) -> None:
+        index = self._index_of.pop(request_id, None)
+        if index is None:
+            return  # (its end was handled already)
+        request = self._requests.pop(index)  # (a resubmission's `_watch` puts it back)
+        resumed = request_id in self._resumed
+        self._resumed.discard(request_id)
         local = self._locals.pop(index, None)
         key = self._key_of.pop(index, None)
         if key is not None and isinstance(resolution, JobState) and self._keys is not None:

@@ -42,9 +42,11 @@ MIN_SLEEP = 0.005
 #: bookkeeping, and memory per job when thousands fall due at once).
 MIN_CHECKERS = 64
 
-#: A waiter's callback receives the COMPLETED/FAILED/ERROR state, or the error
-#: that ended the wait (a timeout, a key rejected, an unknown id).
-Callback = Callable[[Resolution], None]
+#: A waiter's callback receives the job's request_id and the COMPLETED/FAILED/ERROR
+#: state, or the error that ended the wait (a timeout, a key rejected, an unknown id).
+#: The id comes with it so that one callback can serve every job of a fan-out (a
+#: closure per job would cost ~300 bytes per job in flight).
+Callback = Callable[[str, Resolution], None]
 
 
 class StatusCoalescer(Protocol):
@@ -135,6 +137,13 @@ class Poller:
         if self._waiters.pop(token, None) is not None:
             self.scheduler.remove_waiter(token)
 
+    def unwatch_callback(self, request_id: str, callback: Callback) -> None:
+        """Forget the waits on `request_id` made with `callback` (a caller that keeps
+        no token per job)."""
+        for token in self.scheduler.tokens_of(request_id):
+            if self._waiters.get(token) == callback:
+                self.unwatch(token)
+
     def observe(self, state: JobState) -> None:
         """Feed a state learned elsewhere: a webhook, or a status call made by the user."""
         now = anyio.current_time()
@@ -154,7 +163,7 @@ class Poller:
                 continue
             self._timeouts.pop(token, None)
             self.scheduler.remove_waiter(token)
-            callback(make_error(request_id))
+            callback(request_id, make_error(request_id))
 
     def expect_finish(self, request_id: str) -> None:
         """A terminal callback for `request_id` was not yet confirmed by a status check.
@@ -177,7 +186,7 @@ class Poller:
             now = anyio.current_time()
             for token, request_id in scheduler.expired(now):
                 timeout = self._timeouts[token]
-                self._resolve(token, JobTimeoutError(request_id, timeout))
+                self._resolve(token, request_id, JobTimeoutError(request_id, timeout))
             self._due.extend(scheduler.due(now))
             while self._checkers < min(len(self._due), self._max_checkers):
                 self._checkers += 1
@@ -217,7 +226,7 @@ class Poller:
             # names the request_id, so the paid job still reaches the caller.
             now = anyio.current_time()
             for token in scheduler.forget(request_id):
-                self._resolve(token, exc)
+                self._resolve(token, request_id, exc)
         else:
             now = anyio.current_time()
             self._feed(state, now)
@@ -246,13 +255,13 @@ class Poller:
         if terminal:
             self._on_terminal(state)
         for token in tokens:
-            self._resolve(token, state)
+            self._resolve(token, state.request_id, state)
 
-    def _resolve(self, token: int, resolution: Resolution) -> None:
+    def _resolve(self, token: int, request_id: str, resolution: Resolution) -> None:
         self._timeouts.pop(token, None)
         callback = self._waiters.pop(token, None)
         if callback is not None:
-            callback(resolution)
+            callback(request_id, resolution)
 
     def _wake_if_sooner(self, now: float) -> None:
         wake_at = self.scheduler.next_wakeup(now)

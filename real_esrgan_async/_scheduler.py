@@ -197,6 +197,12 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+def _tokens(entry: _Entry) -> tuple[int, ...]:
+    """An entry's waiters, as a tuple."""
+    tokens = entry.tokens
+    return (tokens,) if isinstance(tokens, int) else tokens
+
+
 class _Entry:
     """One tracked id (slots keep 10,000+ of them cheap)."""
 
@@ -227,7 +233,9 @@ class _Entry:
         self.gap = gap  # the next backoff gap (nominal, before jitter)
         self.stage = 0  # learned quantile targets used up: 0, 1 or 2
         self.learned = False  # whether `due` was planned with learned quantiles
-        self.tokens: tuple[int, ...] = ()  # its waiters
+        # Its waiters: one token alone (the usual case) or a tuple of them; a
+        # one-item tuple would cost 48 bytes more per job in flight.
+        self.tokens: int | tuple[int, ...] = ()
         self.safety = safety  # on the safety net: a webhook reports it, checks are a fallback
         self.checks = 0  # checks handed out
         self.expect = 0  # > 0: re-checking after an unconfirmed terminal callback
@@ -358,7 +366,7 @@ class PollScheduler:
             entry.safety = False
             if entry.due != _CHECKING:
                 self._plan(request_id, entry)
-        entry.tokens += (token,)
+        entry.tokens = token if entry.tokens == () else (*_tokens(entry), token)
         self._waiters[token] = request_id
         if deadline is not None:
             heapq.heappush(self._deadline_heap, (deadline, token))
@@ -373,13 +381,19 @@ class PollScheduler:
         request_id = self._waiters.pop(token, None)
         if request_id is not None:
             entry = self._entries[request_id]
-            entry.tokens = tuple(t for t in entry.tokens if t != token)
-            if not entry.tokens:
+            left = tuple(t for t in _tokens(entry) if t != token)
+            entry.tokens = left[0] if len(left) == 1 else left
+            if not left:
                 del self._entries[request_id]
 
     def request_id_of(self, token: int) -> str | None:
         """The id waiter ``token`` waits on; None once the token has left."""
         return self._waiters.get(token)
+
+    def tokens_of(self, request_id: str) -> tuple[int, ...]:
+        """The tokens of the waiters on ``request_id`` (empty when it is not tracked)."""
+        entry = self._entries.get(request_id)
+        return () if entry is None else _tokens(entry)
 
     def is_tracked(self, request_id: str) -> bool:
         """Whether ``request_id`` has a waiter here."""
@@ -390,9 +404,10 @@ class PollScheduler:
         entry = self._entries.pop(request_id, None)
         if entry is None:
             return []
-        for token in entry.tokens:
+        tokens = _tokens(entry)
+        for token in tokens:
             del self._waiters[token]
-        return list(entry.tokens)
+        return list(tokens)
 
     def due(self, now: float) -> list[str]:
         """The ids to check now, in due order, within the budget; each is now *checking*."""
@@ -461,9 +476,10 @@ class PollScheduler:
                     self._learn(duration)
                 else:
                     self._learn_end(entry, max(0.0, duration), now, measured=measured)
-            for token in entry.tokens:
+            tokens = _tokens(entry)
+            for token in tokens:
                 del self._waiters[token]
-            return list(entry.tokens)
+            return list(tokens)
         entry.alive = max(entry.alive, now)
         if self._model is not None:
             self._learn_running(entry, now, queued, queue_wait)

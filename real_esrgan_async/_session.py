@@ -229,7 +229,8 @@ class Session:
         timeout: float | None = None,
         megapixels: float | None = None,
     ) -> int:
-        """Call `callback` once, when `request_id` finishes or its wait ends; return a token.
+        """Call `callback(request_id, end)` once, when `request_id` finishes or its wait
+        ends; return a token.
 
         A job that reports by webhook is checked only by the slow safety net.
         A job seen finished a moment ago resolves at once. `megapixels`, the
@@ -258,6 +259,11 @@ class Session:
     def unwatch(self, token: int) -> None:
         """Forget a wait that left (its callback will not be called)."""
         self.poller.unwatch(token)
+
+    def unwatch_callback(self, request_id: str, callback: Callback) -> None:
+        """Forget the waits on `request_id` made with `callback` (its callback will not be
+        called for them): for a caller that serves many jobs with one callback."""
+        self.poller.unwatch_callback(request_id, callback)
 
     def observe(self, state: JobState) -> None:
         """Feed a state learned elsewhere (a status call the user made, a callback)."""

@@ -106,7 +106,8 @@ async def wait_for(poller: Poller, request_id: str, **options: object) -> Resolu
     resolved: list[Resolution] = []
     done = anyio.Event()
 
-    def callback(resolution: Resolution) -> None:
+    def callback(about: str, resolution: Resolution) -> None:
+        assert about == request_id  # the callback is told which job ended
         resolved.append(resolution)
         done.set()
 
@@ -157,7 +158,8 @@ async def test_expect_finish_rechecks_a_safety_net_job_soon_instead_of_after_the
     resolved: list[Resolution] = []
     done = anyio.Event()
 
-    def callback(resolution: Resolution) -> None:
+    def callback(about: str, resolution: Resolution) -> None:
+        assert about == "r1"
         resolved.append(resolution)
         done.set()
 
@@ -188,7 +190,7 @@ def test_watch_refuses_a_size_that_is_not_a_positive_number() -> None:
             )
             poller = Poller(gateway, PollPolicy(), on_terminal=lambda _: None)
             with pytest.raises(ValueError, match="megapixels must be None or a finite number > 0"):
-                poller.watch("r1", lambda _: None, megapixels=0.0)
+                poller.watch("r1", lambda _, __: None, megapixels=0.0)
             assert not poller.tracks("r1")
 
     anyio.run(main)
@@ -198,3 +200,38 @@ def test_bodies_are_valid_json_states() -> None:
     """The scripted bodies parse as the gateway's answers do."""
     parsed = JobState.from_json(json.loads(json.dumps(body("PROCESSING"))))
     assert (Status.PROCESSING, 2.0) == (parsed.status, _queue_wait(parsed))
+
+
+@pytest.mark.anyio
+async def test_unwatch_callback_forgets_only_the_waits_made_with_that_callback(
+    scripted: tuple[list[str], Callable[[Answer, PollPolicy], Poller]],
+) -> None:
+    """One callback can serve many jobs (a fan-out): it leaves one job's wait by id."""
+    _, make = scripted
+    poller = make(
+        lambda _: httpx.Response(200, json=body("COMPLETED")),
+        PollPolicy(target_delay=0.05, max_first_check=0.01, min_interval=0.0, initial_delay=0.01),
+    )
+    shared: list[str] = []
+    other: list[str] = []
+    done = anyio.Event()
+
+    def left(about: str, _: Resolution) -> None:
+        shared.append(about)
+
+    def stayed(about: str, _: Resolution) -> None:
+        other.append(about)
+        done.set()
+
+    async with anyio.create_task_group() as tasks:
+        poller.watch("r1", left)
+        poller.watch("r1", stayed)
+        poller.unwatch_callback("r1", left)
+        poller.unwatch_callback("r2", left)  # an id nobody waits on: nothing happens
+        assert poller.tracks("r1")
+        tasks.start_soon(poller.run, tasks)
+        with anyio.fail_after(20):
+            await done.wait()
+        tasks.cancel_scope.cancel()
+    assert [] == shared
+    assert ["r1"] == other
