@@ -196,8 +196,11 @@ class Poller:
             self._wakeup = anyio.Event()
             with anyio.move_on_after(self._sleeping_until - now):
                 await self._wakeup.wait()
-            # A wake-up by `watch` can come sooner than the floor; keep the floor.
-            await anyio.sleep(max(0.0, now + MIN_SLEEP - anyio.current_time()))
+            # A wake-up by `watch` can come sooner than the floor; keep the floor (and
+            # skip the extra trip through the event loop once it has passed).
+            floor = now + MIN_SLEEP - anyio.current_time()
+            if floor > 0:
+                await anyio.sleep(floor)
 
     async def _checker(self) -> None:
         """Make the queued checks, one after another, until none is left."""
