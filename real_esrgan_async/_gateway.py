@@ -76,6 +76,7 @@ MAX_ANSWER_BYTES = 1024 * 1024
 MAX_ERROR_TEXT = 500
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
 REDACTED = "<redacted>"
+_REDACTED_BYTES = REDACTED.encode()
 
 T = TypeVar("T")
 
@@ -114,9 +115,10 @@ class Gateway:
         """
         self.http = http
         self.base_url = base_url
-        # Joined once: httpx's URL parsing costs more per request than the rest of the
-        # library's bookkeeping (measured in benchmarks/throughput.py).
-        self._submit_url = str(base_url.join(SUBMIT_PATH))
+        # Joined and parsed once: httpx's URL parsing costs more per request than the rest
+        # of the library's bookkeeping (measured in benchmarks/throughput.py), and an
+        # `httpx.URL` handed to httpx is not parsed again.
+        self._submit_url = base_url.join(SUBMIT_PATH)
         self._status_prefix = str(base_url.join(STATUS_PATH))
         self.limiter = limiter
         self.retry = retry
@@ -128,6 +130,18 @@ class Gateway:
         del api_key
         secret.check()
         self._secret = secret
+        # Built once: httpx copies a `Headers` as it is, where a dict's every name and value
+        # would be normalised and encoded again on each request.
+        self._base_headers = _Headers(
+            {
+                KEY_HEADER: secret.value,
+                "Cache-Control": "no-cache",
+                "User-Agent": USER_AGENT,
+                # Only what `_read_answer` decodes with a bound (never brotli or zstd).
+                "Accept-Encoding": "gzip, deflate",
+            }
+        )
+        self._key_bytes = secret.value.encode("ascii")  # printable ASCII: `check` said so
         self.rng = rng
         self.deadline = _longest(http.timeout) if deadline is None else deadline
         #: Folders whose stale temporary downloads were swept (once per folder and client).
@@ -146,12 +160,11 @@ class Gateway:
         return self._status_prefix + quote(request_id, safe="")
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> _Headers:
-        headers = _Headers(extra or {})
-        headers[KEY_HEADER] = self._secret.value
-        headers["Cache-Control"] = "no-cache"
-        headers["User-Agent"] = USER_AGENT
-        # Only what `_read_answer` decodes with a bound (never brotli or zstd).
-        headers["Accept-Encoding"] = "gzip, deflate"
+        """The request headers: `extra`, then the gateway's own (which win over `extra`)."""
+        if not extra:
+            return self._base_headers
+        headers = _Headers(extra)
+        headers.update(self._base_headers)
         return headers
 
     def redact(self, text: str) -> str:
@@ -249,7 +262,7 @@ class Gateway:
         self,
         operation: Operation,
         method: str,
-        url: str,
+        url: httpx.URL | str,
         *,
         headers: _Headers,
         on_response: Callable[[Answer], T],
@@ -343,22 +356,27 @@ class Gateway:
             self._rate_limited(error.retry_after, sent_at)
         return failure, error
 
-    async def _send(self, method: str, url: str, headers: _Headers, json: Any) -> Answer:
+    async def _send(
+        self, method: str, url: httpx.URL | str, headers: _Headers, json: Any
+    ) -> Answer:
         """One request, its answer read within bounds; redirects never followed.
 
         `follow_redirects=False` is explicit: a caller's client may have been
         built with ``follow_redirects=True``, and httpx strips only
         ``Authorization`` on a cross-origin hop, never this key's header.
         """
-        async with self.http.stream(
-            method, url, headers=headers, json=json, follow_redirects=False
-        ) as response:
+        # What `http.stream` does, without its context-manager generator.
+        request = self.http.build_request(method, url, headers=headers, json=json)
+        response = await self.http.send(request, stream=True, follow_redirects=False)
+        try:
             body = await _read_answer(response, limit=MAX_ANSWER_BYTES)
+        finally:
+            await response.aclose()
         return Answer(response.status_code, response.headers, self._redact_bytes(body))
 
     def _redact_bytes(self, body: bytes) -> bytes:
-        key = self._secret.value.encode("utf-8", "replace")
-        return body.replace(key, REDACTED.encode()) if key in body else body
+        key = self._key_bytes
+        return body.replace(key, _REDACTED_BYTES) if key in body else body
 
     def _rate_limited(self, retry_after: float | None, sent_at: float) -> None:
         """Count a 429 and pause every request; log each new pause (not each 429 of a burst)."""
@@ -423,11 +441,16 @@ class ApiKey:
             )
 
 
-class _Headers(dict[str, str]):
-    """Request headers whose repr hides the key: a traceback with locals cannot leak it."""
+class _Headers(httpx.Headers):
+    """Request headers whose repr hides the key: a traceback with locals cannot leak it.
+
+    An `httpx.Headers`, so that httpx merges it with the client's own by copying
+    its list, without normalising and encoding every name and value again.
+    """
 
     def __repr__(self) -> str:
-        return repr({k: REDACTED if k == KEY_HEADER else v for k, v in self.items()})
+        key = KEY_HEADER.lower()
+        return repr({k: REDACTED if k == key else v for k, v in self.items()})
 
 
 @attrs.frozen(repr=False)
@@ -616,7 +639,7 @@ def _status_failure(status_code: int) -> Failure:
 
 
 def _transport_failure(
-    exc: httpx.TransportError, url: str, redact: Callable[[str], str]
+    exc: httpx.TransportError, url: httpx.URL | str, redact: Callable[[str], str]
 ) -> tuple[Failure, APIConnectionError]:
     where = f"{httpx.URL(url).host}"
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
