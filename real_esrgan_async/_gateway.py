@@ -23,7 +23,6 @@ What a hostile or broken gateway can do is bounded here:
 
 from __future__ import annotations
 
-import contextlib
 import json as jsonlib
 import logging
 import math
@@ -506,40 +505,64 @@ async def _read_answer(response: httpx.Response, *, limit: int) -> bytes:
         _UnreadableAnswerError: A success body over `limit`, or in an encoding not asked for.
     """
     strict = response.is_success
-    too_large = f"the gateway's answer is larger than {limit} bytes (decoded); refused"
     if response.is_stream_consumed:
         # A transport that built the answer in memory (httpx.MockTransport with
         # `content=`/`json=`) hands it over already read: there is nothing left to bound.
         if strict and len(response.content) > limit:
-            raise _UnreadableAnswerError(too_large)
+            raise _UnreadableAnswerError(_too_large(limit))
         return response.content[:limit]
     declared = response.headers.get("Content-Length", "")
     if strict and declared.isdigit() and int(declared) > limit:
         raise _UnreadableAnswerError(
             f"the gateway's answer is {declared} bytes long; at most {limit} are read"
         )
-    try:
-        decoder = _Decoder(response.headers.get("Content-Encoding", "identity"))
-    except ValueError as exc:
-        if strict:
-            raise _UnreadableAnswerError(f"the gateway's answer {exc}") from None
-        return b""
-    body = bytearray()
+    encoding = response.headers.get("Content-Encoding")
+    decoder: _Decoder | None = None
+    if encoding is not None:
+        try:
+            decoder = _Decoder(encoding)
+        except ValueError as exc:
+            if strict:
+                raise _UnreadableAnswerError(f"the gateway's answer {exc}") from None
+            return b""
+    return await _read_bounded(response, decoder, limit=limit, strict=strict)
+
+
+async def _read_bounded(
+    response: httpx.Response, decoder: _Decoder | None, *, limit: int, strict: bool
+) -> bytes:
+    """`_read_answer`'s loop: the body's chunks, decoded by `decoder` (None: identity).
+
+    The bound is counted here, chunk by chunk, whatever the answer declared: a
+    `Content-Length` is only as true as the transport that enforces it.
+    """
+    parts: list[bytes] = []
+    size = 0
     # httpx annotates it an iterator; it is an async generator, closed here at once under trio.
-    raw_chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
-    async with contextlib.aclosing(raw_chunks) as chunks:
+    chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+    try:
         async for raw in chunks:
-            try:
-                body += decoder.feed(raw, limit + 1 - len(body))
-            except _UnreadableAnswerError:
+            if decoder is not None:
+                try:
+                    raw = decoder.feed(raw, limit + 1 - size)  # noqa: PLW2901 - decoded in place
+                except _UnreadableAnswerError:
+                    if strict:
+                        raise
+                    break
+            parts.append(raw)
+            size += len(raw)
+            if size > limit:
                 if strict:
-                    raise
-                return bytes(body)
-            if len(body) > limit:
-                if strict:
-                    raise _UnreadableAnswerError(too_large)
-                return bytes(body[:limit])
-    return bytes(body)
+                    raise _UnreadableAnswerError(_too_large(limit))
+                break
+    finally:
+        await chunks.aclose()
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    return body[:limit]
+
+
+def _too_large(limit: int) -> str:
+    return f"the gateway's answer is larger than {limit} bytes (decoded); refused"
 
 
 class _Decoder:
