@@ -75,6 +75,8 @@ MAX_ANSWER_BYTES = 1024 * 1024
 MAX_ERROR_TEXT = 500
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
 REDACTED = "<redacted>"
+#: `Cooldown.until` before any 429.
+_NEVER = -math.inf
 _REDACTED_BYTES = REDACTED.encode()
 
 T = TypeVar("T")
@@ -271,7 +273,6 @@ class Gateway:
         retry: bool = True,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
-        before_send = before_send or _nothing
         failures = 0
         rate_limited = 0
         paid = operation is Operation.SUBMIT
@@ -281,14 +282,10 @@ class Gateway:
             cause: BaseException | None
             try:
                 async with self.limiter:
-                    await before_send()
+                    if before_send is not None:
+                        await before_send()
                     sent_at = anyio.current_time()
-                    deadline = math.inf if self.deadline is None else sent_at + self.deadline
-                    # Once a paid POST is on the wire, cancelling it would lose the
-                    # request_id of a job that may exist: shield it, and let the deadline
-                    # (not the caller) bound it; the id is handed over before the next
-                    # checkpoint.
-                    with anyio.CancelScope(shield=paid, deadline=deadline) as scope:
+                    with self._attempt_scope(paid, sent_at) as scope:
                         response = await self._send(method, url, headers, json)
                         if response.is_success:
                             self.cooldown.on_success()
@@ -386,14 +383,42 @@ class Gateway:
         if until > paused_until:
             logger.info("429 from the gateway: all requests pause %.1f s", until - now)
 
+    def _attempt_scope(self, paid: bool, sent_at: float) -> anyio.CancelScope | _Unbounded:
+        """The scope of one attempt sent at `sent_at`: its total deadline, and a paid POST's shield.
+
+        Once a paid POST is on the wire, cancelling it would lose the request_id of
+        a job that may exist: it is shielded, and the deadline (not the caller) bounds
+        it; the id is handed over before the next checkpoint. A GET with no deadline
+        has nothing to bound and nothing to shield: it enters no scope at all.
+        """
+        if self.deadline is None:
+            return anyio.CancelScope(shield=True) if paid else _UNBOUNDED
+        return anyio.CancelScope(shield=paid, deadline=sent_at + self.deadline)
+
     async def _wait_for_cooldown(self) -> None:
+        if self.cooldown.until == _NEVER:
+            return  # no 429 yet: no clock to read
         # Re-read after each sleep: another request may have met a later 429 meanwhile.
         while (remaining := self.cooldown.remaining(anyio.current_time())) > 0:  # noqa: ASYNC110
             await anyio.sleep(remaining)
 
 
-async def _nothing() -> None:
-    """The default `before_send`: nothing to do before a request goes out."""
+class _Unbounded:
+    """The scope of an attempt with no deadline and no shield: entering it costs nothing."""
+
+    __slots__ = ()
+
+    #: Never true: nothing in here cancels.
+    cancelled_caught = False
+
+    def __enter__(self) -> _Unbounded:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNBOUNDED = _Unbounded()
 
 
 class ApiKey:
