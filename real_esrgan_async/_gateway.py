@@ -23,7 +23,6 @@ What a hostile or broken gateway can do is bounded here:
 
 from __future__ import annotations
 
-import contextlib
 import json as jsonlib
 import logging
 import math
@@ -75,7 +74,12 @@ MAX_ANSWER_BYTES = 1024 * 1024
 #: Longest gateway text (an error's ``error``/``message``, a body quoted in a message) kept.
 MAX_ERROR_TEXT = 500
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
+#: Parsed status URLs kept per client (jobs polled at once; more are parsed again when polled).
+STATUS_URLS_KEPT = 10_000
 REDACTED = "<redacted>"
+#: `Cooldown.until` before any 429.
+_NEVER = -math.inf
+_REDACTED_BYTES = REDACTED.encode()
 
 T = TypeVar("T")
 
@@ -114,9 +118,10 @@ class Gateway:
         """
         self.http = http
         self.base_url = base_url
-        # Joined once: httpx's URL parsing costs more per request than the rest of the
-        # library's bookkeeping (measured in benchmarks/throughput.py).
-        self._submit_url = str(base_url.join(SUBMIT_PATH))
+        # Joined and parsed once: httpx's URL parsing costs more per request than the rest
+        # of the library's bookkeeping (measured in benchmarks/throughput.py), and an
+        # `httpx.URL` handed to httpx is not parsed again.
+        self._submit_url = base_url.join(SUBMIT_PATH)
         self._status_prefix = str(base_url.join(STATUS_PATH))
         self.limiter = limiter
         self.retry = retry
@@ -128,6 +133,19 @@ class Gateway:
         del api_key
         secret.check()
         self._secret = secret
+        # Built once: httpx copies a `Headers` as it is, where a dict's every name and value
+        # would be normalised and encoded again on each request.
+        self._base_headers = _Headers(
+            {
+                KEY_HEADER: secret.value,
+                "Cache-Control": "no-cache",
+                "User-Agent": USER_AGENT,
+                # Only what `_read_answer` decodes with a bound (never brotli or zstd).
+                "Accept-Encoding": "gzip, deflate",
+            }
+        )
+        self._key_bytes = secret.value.encode("ascii")  # printable ASCII: `check` said so
+        self._status_urls: dict[str, httpx.URL] = {}  # see `_status_target`
         self.rng = rng
         self.deadline = _longest(http.timeout) if deadline is None else deadline
         #: Folders whose stale temporary downloads were swept (once per folder and client).
@@ -145,13 +163,27 @@ class Gateway:
             raise InvalidRequestError(f"request_id {request_id!r} is not a job id")
         return self._status_prefix + quote(request_id, safe="")
 
+    def _status_target(self, request_id: str) -> httpx.URL:
+        """`status_url(request_id)`, parsed once per job rather than once per poll.
+
+        Parsing a URL is the largest part of a poll's own CPU. A job leaves the
+        cache when a terminal state of it is seen; the oldest leaves first when
+        `STATUS_URLS_KEPT` are held (jobs whose polling stopped before the end).
+        """
+        target = self._status_urls.get(request_id)
+        if target is None:
+            target = httpx.URL(self.status_url(request_id))
+            if len(self._status_urls) >= STATUS_URLS_KEPT:
+                del self._status_urls[next(iter(self._status_urls))]
+            self._status_urls[request_id] = target
+        return target
+
     def _headers(self, extra: Mapping[str, str] | None = None) -> _Headers:
-        headers = _Headers(extra or {})
-        headers[KEY_HEADER] = self._secret.value
-        headers["Cache-Control"] = "no-cache"
-        headers["User-Agent"] = USER_AGENT
-        # Only what `_read_answer` decodes with a bound (never brotli or zstd).
-        headers["Accept-Encoding"] = "gzip, deflate"
+        """The request headers: `extra`, then the gateway's own (which win over `extra`)."""
+        if not extra:
+            return self._base_headers
+        headers = _Headers(extra)
+        headers.update(self._base_headers)
         return headers
 
     def redact(self, text: str) -> str:
@@ -218,7 +250,7 @@ class Gateway:
             retry: Retry transient failures (the poller passes False: its
                 scheduler decides when to look again).
         """
-        url = url or self.status_url(request_id)
+        target = url or self._status_target(request_id)
 
         def parsed(response: Answer) -> JobState:
             self.counters.status_calls += 1
@@ -233,12 +265,14 @@ class Gateway:
                     "asked for",
                     request_id=request_id,
                 )
+            if state.status.is_terminal:
+                self._status_urls.pop(request_id, None)  # never polled again
             return state
 
         return await self._call(
             Operation.READ,
             "GET",
-            url,
+            target,
             headers=self._headers(),
             request_id=request_id,
             on_response=parsed,
@@ -249,7 +283,7 @@ class Gateway:
         self,
         operation: Operation,
         method: str,
-        url: str,
+        url: httpx.URL | str,
         *,
         headers: _Headers,
         on_response: Callable[[Answer], T],
@@ -259,7 +293,6 @@ class Gateway:
         retry: bool = True,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
-        before_send = before_send or _nothing
         failures = 0
         rate_limited = 0
         paid = operation is Operation.SUBMIT
@@ -269,14 +302,10 @@ class Gateway:
             cause: BaseException | None
             try:
                 async with self.limiter:
-                    await before_send()
+                    if before_send is not None:
+                        await before_send()
                     sent_at = anyio.current_time()
-                    deadline = math.inf if self.deadline is None else sent_at + self.deadline
-                    # Once a paid POST is on the wire, cancelling it would lose the
-                    # request_id of a job that may exist: shield it, and let the deadline
-                    # (not the caller) bound it; the id is handed over before the next
-                    # checkpoint.
-                    with anyio.CancelScope(shield=paid, deadline=deadline) as scope:
+                    with self._attempt_scope(paid, sent_at) as scope:
                         response = await self._send(method, url, headers, json)
                         if response.is_success:
                             self.cooldown.on_success()
@@ -343,22 +372,27 @@ class Gateway:
             self._rate_limited(error.retry_after, sent_at)
         return failure, error
 
-    async def _send(self, method: str, url: str, headers: _Headers, json: Any) -> Answer:
+    async def _send(
+        self, method: str, url: httpx.URL | str, headers: _Headers, json: Any
+    ) -> Answer:
         """One request, its answer read within bounds; redirects never followed.
 
         `follow_redirects=False` is explicit: a caller's client may have been
         built with ``follow_redirects=True``, and httpx strips only
         ``Authorization`` on a cross-origin hop, never this key's header.
         """
-        async with self.http.stream(
-            method, url, headers=headers, json=json, follow_redirects=False
-        ) as response:
+        # What `http.stream` does, without its context-manager generator.
+        request = self.http.build_request(method, url, headers=headers, json=json)
+        response = await self.http.send(request, stream=True, follow_redirects=False)
+        try:
             body = await _read_answer(response, limit=MAX_ANSWER_BYTES)
+        finally:
+            await response.aclose()
         return Answer(response.status_code, response.headers, self._redact_bytes(body))
 
     def _redact_bytes(self, body: bytes) -> bytes:
-        key = self._secret.value.encode("utf-8", "replace")
-        return body.replace(key, REDACTED.encode()) if key in body else body
+        key = self._key_bytes
+        return body.replace(key, _REDACTED_BYTES) if key in body else body
 
     def _rate_limited(self, retry_after: float | None, sent_at: float) -> None:
         """Count a 429 and pause every request; log each new pause (not each 429 of a burst)."""
@@ -369,14 +403,42 @@ class Gateway:
         if until > paused_until:
             logger.info("429 from the gateway: all requests pause %.1f s", until - now)
 
+    def _attempt_scope(self, paid: bool, sent_at: float) -> anyio.CancelScope | _Unbounded:
+        """The scope of one attempt sent at `sent_at`: its total deadline, and a paid POST's shield.
+
+        Once a paid POST is on the wire, cancelling it would lose the request_id of
+        a job that may exist: it is shielded, and the deadline (not the caller) bounds
+        it; the id is handed over before the next checkpoint. A GET with no deadline
+        has nothing to bound and nothing to shield: it enters no scope at all.
+        """
+        if self.deadline is None:
+            return anyio.CancelScope(shield=True) if paid else _UNBOUNDED
+        return anyio.CancelScope(shield=paid, deadline=sent_at + self.deadline)
+
     async def _wait_for_cooldown(self) -> None:
+        if self.cooldown.until == _NEVER:
+            return  # no 429 yet: no clock to read
         # Re-read after each sleep: another request may have met a later 429 meanwhile.
         while (remaining := self.cooldown.remaining(anyio.current_time())) > 0:  # noqa: ASYNC110
             await anyio.sleep(remaining)
 
 
-async def _nothing() -> None:
-    """The default `before_send`: nothing to do before a request goes out."""
+class _Unbounded:
+    """The scope of an attempt with no deadline and no shield: entering it costs nothing."""
+
+    __slots__ = ()
+
+    #: Never true: nothing in here cancels.
+    cancelled_caught = False
+
+    def __enter__(self) -> _Unbounded:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_UNBOUNDED = _Unbounded()
 
 
 class ApiKey:
@@ -423,11 +485,16 @@ class ApiKey:
             )
 
 
-class _Headers(dict[str, str]):
-    """Request headers whose repr hides the key: a traceback with locals cannot leak it."""
+class _Headers(httpx.Headers):
+    """Request headers whose repr hides the key: a traceback with locals cannot leak it.
+
+    An `httpx.Headers`, so that httpx merges it with the client's own by copying
+    its list, without normalising and encoding every name and value again.
+    """
 
     def __repr__(self) -> str:
-        return repr({k: REDACTED if k == KEY_HEADER else v for k, v in self.items()})
+        key = KEY_HEADER.lower()
+        return repr({k: REDACTED if k == key else v for k, v in self.items()})
 
 
 @attrs.frozen(repr=False)
@@ -483,40 +550,64 @@ async def _read_answer(response: httpx.Response, *, limit: int) -> bytes:
         _UnreadableAnswerError: A success body over `limit`, or in an encoding not asked for.
     """
     strict = response.is_success
-    too_large = f"the gateway's answer is larger than {limit} bytes (decoded); refused"
     if response.is_stream_consumed:
         # A transport that built the answer in memory (httpx.MockTransport with
         # `content=`/`json=`) hands it over already read: there is nothing left to bound.
         if strict and len(response.content) > limit:
-            raise _UnreadableAnswerError(too_large)
+            raise _UnreadableAnswerError(_too_large(limit))
         return response.content[:limit]
     declared = response.headers.get("Content-Length", "")
     if strict and declared.isdigit() and int(declared) > limit:
         raise _UnreadableAnswerError(
             f"the gateway's answer is {declared} bytes long; at most {limit} are read"
         )
-    try:
-        decoder = _Decoder(response.headers.get("Content-Encoding", "identity"))
-    except ValueError as exc:
-        if strict:
-            raise _UnreadableAnswerError(f"the gateway's answer {exc}") from None
-        return b""
-    body = bytearray()
+    encoding = response.headers.get("Content-Encoding")
+    decoder: _Decoder | None = None
+    if encoding is not None:
+        try:
+            decoder = _Decoder(encoding)
+        except ValueError as exc:
+            if strict:
+                raise _UnreadableAnswerError(f"the gateway's answer {exc}") from None
+            return b""
+    return await _read_bounded(response, decoder, limit=limit, strict=strict)
+
+
+async def _read_bounded(
+    response: httpx.Response, decoder: _Decoder | None, *, limit: int, strict: bool
+) -> bytes:
+    """`_read_answer`'s loop: the body's chunks, decoded by `decoder` (None: identity).
+
+    The bound is counted here, chunk by chunk, whatever the answer declared: a
+    `Content-Length` is only as true as the transport that enforces it.
+    """
+    parts: list[bytes] = []
+    size = 0
     # httpx annotates it an iterator; it is an async generator, closed here at once under trio.
-    raw_chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
-    async with contextlib.aclosing(raw_chunks) as chunks:
+    chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+    try:
         async for raw in chunks:
-            try:
-                body += decoder.feed(raw, limit + 1 - len(body))
-            except _UnreadableAnswerError:
+            if decoder is not None:
+                try:
+                    raw = decoder.feed(raw, limit + 1 - size)  # noqa: PLW2901 - decoded in place
+                except _UnreadableAnswerError:
+                    if strict:
+                        raise
+                    break
+            parts.append(raw)
+            size += len(raw)
+            if size > limit:
                 if strict:
-                    raise
-                return bytes(body)
-            if len(body) > limit:
-                if strict:
-                    raise _UnreadableAnswerError(too_large)
-                return bytes(body[:limit])
-    return bytes(body)
+                    raise _UnreadableAnswerError(_too_large(limit))
+                break
+    finally:
+        await chunks.aclose()
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    return body[:limit]
+
+
+def _too_large(limit: int) -> str:
+    return f"the gateway's answer is larger than {limit} bytes (decoded); refused"
 
 
 class _Decoder:
@@ -616,7 +707,7 @@ def _status_failure(status_code: int) -> Failure:
 
 
 def _transport_failure(
-    exc: httpx.TransportError, url: str, redact: Callable[[str], str]
+    exc: httpx.TransportError, url: httpx.URL | str, redact: Callable[[str], str]
 ) -> tuple[Failure, APIConnectionError]:
     where = f"{httpx.URL(url).host}"
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
