@@ -74,8 +74,6 @@ MAX_ANSWER_BYTES = 1024 * 1024
 #: Longest gateway text (an error's ``error``/``message``, a body quoted in a message) kept.
 MAX_ERROR_TEXT = 500
 KEY_HEADER = "Ocp-Apim-Subscription-Key"
-#: Parsed status URLs kept per client (jobs polled at once; more are parsed again when polled).
-STATUS_URLS_KEPT = 10_000
 REDACTED = "<redacted>"
 #: `Cooldown.until` before any 429.
 _NEVER = -math.inf
@@ -145,7 +143,6 @@ class Gateway:
             }
         )
         self._key_bytes = secret.value.encode("ascii")  # printable ASCII: `check` said so
-        self._status_urls: dict[str, httpx.URL] = {}  # see `_status_target`
         self.rng = rng
         self.deadline = _longest(http.timeout) if deadline is None else deadline
         #: Folders whose stale temporary downloads were swept (once per folder and client).
@@ -162,21 +159,6 @@ class Gateway:
             # Quoting leaves dots alone, and URL normalisation would climb a level.
             raise InvalidRequestError(f"request_id {request_id!r} is not a job id")
         return self._status_prefix + quote(request_id, safe="")
-
-    def _status_target(self, request_id: str) -> httpx.URL:
-        """`status_url(request_id)`, parsed once per job rather than once per poll.
-
-        Parsing a URL is the largest part of a poll's own CPU. A job leaves the
-        cache when a terminal state of it is seen; the oldest leaves first when
-        `STATUS_URLS_KEPT` are held (jobs whose polling stopped before the end).
-        """
-        target = self._status_urls.get(request_id)
-        if target is None:
-            target = httpx.URL(self.status_url(request_id))
-            if len(self._status_urls) >= STATUS_URLS_KEPT:
-                del self._status_urls[next(iter(self._status_urls))]
-            self._status_urls[request_id] = target
-        return target
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> _Headers:
         """The request headers: `extra`, then the gateway's own (which win over `extra`)."""
@@ -250,7 +232,7 @@ class Gateway:
             retry: Retry transient failures (the poller passes False: its
                 scheduler decides when to look again).
         """
-        target = url or self._status_target(request_id)
+        url = url or self.status_url(request_id)
 
         def parsed(response: Answer) -> JobState:
             self.counters.status_calls += 1
@@ -265,14 +247,12 @@ class Gateway:
                     "asked for",
                     request_id=request_id,
                 )
-            if state.status.is_terminal:
-                self._status_urls.pop(request_id, None)  # never polled again
             return state
 
         return await self._call(
             Operation.READ,
             "GET",
-            target,
+            url,
             headers=self._headers(),
             request_id=request_id,
             on_response=parsed,

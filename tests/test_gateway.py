@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -303,47 +302,3 @@ async def test_without_a_deadline_a_paid_post_is_still_shielded() -> None:
         with anyio.fail_after(30), anyio.move_on_after(0.05):
             await gateway.submit(request(), extra_headers={}, on_created=created.append)
     assert [RID] == [job.request_id for job in created]
-
-
-# Status URLs parsed once per job ----------------------------------------------------------
-
-
-def echoing(states: list[str]) -> tuple[httpx.MockTransport, list[str]]:
-    """A gateway answering each status GET with the next of `states`, about the id asked for."""
-    asked: list[str] = []
-
-    def answer(sent: httpx.Request) -> httpx.Response:
-        asked.append(str(sent.url))
-        request_id = unquote(sent.url.raw_path.decode().rpartition("/")[2])
-        status = states[min(len(asked), len(states)) - 1]
-        return httpx.Response(200, json={**QUEUED, "request_id": request_id, "status": status})
-
-    return httpx.MockTransport(answer), asked
-
-
-async def test_a_job_polled_again_gets_the_same_url_and_is_forgotten_once_terminal() -> None:
-    transport, asked = echoing(["QUEUED", "PROCESSING", "FAILED"])
-    job = "real-esrgan_a b?c#d"  # quoted, never read as a query or a fragment
-    async with httpx.AsyncClient(transport=transport) as http:
-        gateway = gateway_over(http)
-        seen = [(await gateway.status(job)).status for _ in range(3)]
-
-    assert [Status.QUEUED, Status.PROCESSING, Status.FAILED] == seen
-    assert [f"{BASE}/v2/requests/status/real-esrgan_a%20b%3Fc%23d"] * 3 == asked
-    assert job not in gateway._status_urls  # a terminal job is never polled again
-
-
-async def test_the_status_urls_kept_are_bounded_and_the_oldest_go_first(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr("real_esrgan_async._gateway.STATUS_URLS_KEPT", 2)
-    transport, asked = echoing(["QUEUED"])
-    async with httpx.AsyncClient(transport=transport) as http:
-        gateway = gateway_over(http)
-        for job in ("job-1", "job-2", "job-3", "job-1"):
-            assert job == (await gateway.status(job)).request_id
-
-    assert ["job-3", "job-1"] == list(gateway._status_urls)
-    assert [f"{BASE}/v2/requests/status/{job}" for job in ("job-1", "job-2", "job-3", "job-1")] == (
-        asked
-    )
