@@ -8,7 +8,6 @@ whatever it declares, a paid POST shielded).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -16,6 +15,7 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
+from attack_helpers import raw_server, read_request_head
 
 from real_esrgan_async import (
     AmbiguousSubmitError,
@@ -194,39 +194,11 @@ async def test_an_answer_in_many_chunks_is_joined_whole() -> None:
 # Content-Length that lies, over a real socket ---------------------------------------------
 
 
-async def read_head(stream: anyio.abc.SocketStream) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += await stream.receive()
-
-
-@contextlib.asynccontextmanager
-async def server(
-    handle: Callable[[anyio.abc.SocketStream], Awaitable[None]],
-) -> AsyncIterator[str]:
-    """A loopback server running `handle` per connection; yields its base URL."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-
-    async def serve(stream: anyio.abc.SocketStream) -> None:
-        # The client hanging up early is what some of these answers provoke.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            async with stream:
-                await handle(stream)
-
-    async with listener, anyio.create_task_group() as group:
-        group.start_soon(listener.serve, serve)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            group.cancel_scope.cancel()
-
-
 def sending(answer: bytes) -> Callable[[anyio.abc.SocketStream], Awaitable[None]]:
     """A connection handler that sends `answer` raw after the request head, then hangs up."""
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
-        await read_head(stream)
+        await read_request_head(stream)
         await stream.send(answer)
 
     return handle
@@ -241,7 +213,7 @@ async def test_a_body_longer_than_its_content_length_is_read_only_to_it() -> Non
     """The transport stops at the declared length: what follows is never read as the body."""
     text = json.dumps(QUEUED).encode()
     answer = raw_answer("200 OK", len(text), text + b" " * (2 * MAX_ANSWER_BYTES))
-    async with server(sending(answer)) as base, httpx.AsyncClient(timeout=10) as http:
+    async with raw_server(sending(answer)) as base, httpx.AsyncClient(timeout=10) as http:
         state = await gateway_over(http, base).status(RID)
     assert RID == state.request_id
 
@@ -249,7 +221,7 @@ async def test_a_body_longer_than_its_content_length_is_read_only_to_it() -> Non
 async def test_a_body_shorter_than_its_content_length_is_a_connection_error() -> None:
     """A GET whose answer stops short fails as a transport error, not as a cut JSON body."""
     answer = raw_answer("200 OK", 1000, json.dumps(QUEUED).encode())
-    async with server(sending(answer)) as base, httpx.AsyncClient(timeout=10) as http:
+    async with raw_server(sending(answer)) as base, httpx.AsyncClient(timeout=10) as http:
         with pytest.raises(APIConnectionError):
             await gateway_over(http, base).status(RID)
 
@@ -257,7 +229,7 @@ async def test_a_body_shorter_than_its_content_length_is_a_connection_error() ->
 async def test_a_submit_answer_shorter_than_its_content_length_is_ambiguous() -> None:
     """The POST was sent and an answer began: a job may exist."""
     answer = raw_answer("202 Accepted", 1000, json.dumps(ACCEPTED).encode())
-    async with server(sending(answer)) as base, httpx.AsyncClient(timeout=10) as http:
+    async with raw_server(sending(answer)) as base, httpx.AsyncClient(timeout=10) as http:
         with pytest.raises(AmbiguousSubmitError):
             await gateway_over(http, base).submit(
                 request(), extra_headers={}, on_created=lambda job: None
@@ -269,11 +241,11 @@ async def test_a_submit_answer_shorter_than_its_content_length_is_ambiguous() ->
 
 async def test_without_a_deadline_a_get_is_still_cancelled_by_its_caller() -> None:
     async def never_answer(stream: anyio.abc.SocketStream) -> None:
-        await read_head(stream)
+        await read_request_head(stream)
         await anyio.sleep_forever()
 
     async with (
-        server(never_answer) as base,
+        raw_server(never_answer) as base,
         httpx.AsyncClient(timeout=None) as http,
     ):
         gateway = gateway_over(http, base)
@@ -288,13 +260,13 @@ async def test_without_a_deadline_a_paid_post_is_still_shielded() -> None:
     body = json.dumps(ACCEPTED).encode()
 
     async def answer_late(stream: anyio.abc.SocketStream) -> None:
-        await read_head(stream)
+        await read_request_head(stream)
         await anyio.sleep(0.3)
         await stream.send(raw_answer("202 Accepted", len(body), body))
 
     created: list[Job] = []
     async with (
-        server(answer_late) as base,
+        raw_server(answer_late) as base,
         httpx.AsyncClient(timeout=None) as http,
     ):
         gateway = gateway_over(http, base)
