@@ -6,57 +6,27 @@ but the store, as two workers would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from keyed_helpers import client_for, paid
 
 from real_esrgan_async import (
     AmbiguousSubmitError,
     AsyncRealESRGAN,
     InvalidRequestError,
     JournalState,
-    PollPolicy,
     RedisStore,
-    RetryPolicy,
     SQLiteStore,
     Store,
     StoreUnavailableError,
     UpscaleRequest,
 )
 from real_esrgan_async._keys import KeyRecord
-from real_esrgan_async.testing import EmulatorConfig, RunningEmulator, running_emulator
+from real_esrgan_async.testing import RunningEmulator
 
 pytestmark = pytest.mark.anyio
-
-FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
-FAST_POLL = PollPolicy(initial_delay=0.02, min_interval=0.005, max_interval=0.05)
-
-
-@pytest.fixture
-def emulator() -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(time_scale=0.002, seed=7, error_rate=0.0)) as running:
-        yield running
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> object:
-    """A factory of stores that all share one place (one process's view each)."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStore(tmp_path / "keys.db")
-    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("prefix")
-    return lambda: RedisStore(url, prefix=prefix)
-
-
-def client_for(gateway: RunningEmulator, store: Store | None) -> AsyncRealESRGAN:
-    return AsyncRealESRGAN(
-        gateway.api_key, base_url=gateway.base_url, retry=FAST_RETRY, poll=FAST_POLL, store=store
-    )
-
-
-def paid(gateway: RunningEmulator) -> int:
-    return gateway.emulator.stats().jobs_created
 
 
 async def test_one_key_from_two_processes_pays_once(

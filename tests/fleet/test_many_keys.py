@@ -13,11 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
+from keyed_helpers import FAST_POLL, FAST_RETRY, MakeStore, client_for, paid
 
 from real_esrgan_async import (
     AmbiguousSubmitError,
@@ -25,48 +26,17 @@ from real_esrgan_async import (
     IdempotencyKeyMismatchError,
     InvalidRequestError,
     Outcome,
-    PollPolicy,
     RealESRGAN,
     RedisStore,
-    RetryPolicy,
     SQLiteJournal,
     SQLiteStore,
-    Store,
     UpscaleRequest,
 )
 from real_esrgan_async.testing import EmulatorConfig, RunningEmulator, running_emulator
 
 pytestmark = pytest.mark.anyio
 
-FAST_RETRY = RetryPolicy(base_delay=0.01, max_delay=0.05)
-FAST_POLL = PollPolicy(initial_delay=0.02, min_interval=0.005, max_interval=0.05)
 WORKER = Path(__file__).with_name("many_worker.py")
-MakeStore = Callable[[], Store]
-
-
-@pytest.fixture
-def emulator() -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(time_scale=0.002, seed=7, error_rate=0.0)) as running:
-        yield running
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
-    """A factory of stores that all share one place (one process's view each)."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStore(tmp_path / "keys.db")
-    url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("prefix")
-    return lambda: RedisStore(url, prefix=prefix)
-
-
-def client_for(gateway: RunningEmulator, store: Store | None) -> AsyncRealESRGAN:
-    return AsyncRealESRGAN(
-        gateway.api_key, base_url=gateway.base_url, retry=FAST_RETRY, poll=FAST_POLL, store=store
-    )
-
-
-def paid(gateway: RunningEmulator) -> int:
-    return gateway.emulator.stats().jobs_created
 
 
 def jobs_per_image(gateway: RunningEmulator) -> collections.Counter[str]:
