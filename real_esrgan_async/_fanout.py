@@ -5,12 +5,15 @@ decision: when to pull, what is owed, what to hand over, which error ends the
 run. The shell keeps the streams of control:
 
 - A feeder task, started in the *client's* task group (never in a task group
-  held across a ``yield``), pulls inputs one at a time, only when the book says
-  a slot is free: a generator of a million URLs is never materialised.
-- Each input is validated in the feeder and submitted by one of at most
-  ``max_connections`` submit workers (tasks that wait for the next input rather
-  than a task per input); a submitted job is handed to the session's poller,
-  which calls back when it finishes. No task waits per job.
+  held across a ``yield``), runs the submitters below, which pull inputs one at
+  a time, only when the book says a slot is free: a generator of a million URLs
+  is never materialised.
+- At most ``max_connections`` submitters, tasks started in the feeder's task
+  group, each pull the next input, validate it and submit it themselves, then
+  pull again: no task per input, and no hand-off between tasks per input. They
+  pull one at a time, in turn, as a single feeder would (`_Run._pull_turn`).
+  A submitted job is handed to the session's poller, which calls back when it
+  finishes. No task waits per job.
 - The consumer takes outcomes from the book; taking one frees a slot.
 - Stopping (a ``break``, a cancellation, `aclose()`) stops pulling and
   submitting at once; a paid POST already on the wire finishes and its id is
@@ -43,8 +46,14 @@ run. The shell keeps the streams of control:
 from __future__ import annotations
 
 import os
-from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from types import TracebackType
 from typing import Any, Self
 
@@ -123,59 +132,6 @@ class _Signal:
 
     async def wait(self) -> None:
         await self._event.wait()
-
-
-class _Workers:
-    """Runs ``work(*item)`` for each queued item on at most ``limit`` tasks, which wait
-    for the next item instead of ending: starting a task per item costs ~5 times
-    handing it to a waiting one (measured on asyncio), and a fan-out submits one
-    input per freed slot, so its queue is empty between two inputs.
-
-    Queued items are run in order; `close` lets the workers end once the queue is
-    empty. Cancelling the task group ends them too, and items still queued are
-    never run (as tasks that never started).
-    """
-
-    def __init__(
-        self,
-        tasks: anyio.abc.TaskGroup,
-        work: Callable[..., Awaitable[None]],
-        limit: int,
-    ) -> None:
-        self._tasks = tasks
-        self._work = work
-        self._limit = limit
-        self._queue: deque[tuple[Any, ...]] = deque()
-        self._idle: list[anyio.Event] = []  # one per worker waiting for an item
-        self._workers = 0
-        self._closed = False
-
-    def put(self, *item: Any) -> None:
-        """Queue `item`; wake an idle worker, or start one if fewer than the limit run."""
-        self._queue.append(item)
-        if self._idle:
-            self._idle.pop().set()
-        elif self._workers < self._limit:
-            self._workers += 1
-            self._tasks.start_soon(self._worker)
-
-    def close(self) -> None:
-        """No more items: workers end once the queue is empty."""
-        self._closed = True
-        while self._idle:
-            self._idle.pop().set()
-
-    async def _worker(self) -> None:
-        queue = self._queue
-        while True:
-            if queue:
-                await self._work(*queue.popleft())
-            elif self._closed:
-                return
-            else:
-                ready = anyio.Event()
-                self._idle.append(ready)
-                await ready.wait()
 
 
 class UpscaleRun:
@@ -411,8 +367,15 @@ class _Run:
         self._on_end = self._finished
         self._outcome_ready = _Signal()
         self._slot_free = _Signal()
-        self._submit_permits = anyio.Semaphore(max_connections)
         self._max_connections = max_connections
+        # The submitters take turns at pulling (`_submitter`); FIFO, and no trip through
+        # the event loop when nobody else is pulling.
+        self._pull_turn = anyio.Lock(fast_acquire=True)
+        self._submitters = 0
+        self._waiting_to_pull = 0  # submitters pulling, or waiting for their turn
+        self._pulled_all = False  # no input will be pulled any more
+        self._sync_iter: Iterator[ImageInput] | None = None
+        self._async_iter: AsyncIterator[ImageInput] | None = None
         self._scope = anyio.CancelScope()  # the feeder's: cancelled by a stop or a fatal error
         self._started = False
         self._feeder_done = anyio.Event()
@@ -494,12 +457,13 @@ class _Run:
             with self._scope:  # cancelled by a stop or a fatal error: ends here, quietly
                 if self._owned_journal is not None:
                     await _open_journal(self._owned_journal)
+                images = self._images
+                if isinstance(images, Iterable):
+                    self._sync_iter = iter(images)
+                else:
+                    self._async_iter = aiter(images)
                 async with anyio.create_task_group() as tasks:
-                    submits = _Workers(tasks, self._submit, self._max_connections)
-                    try:
-                        await self._pull(submits)
-                    finally:
-                        submits.close()  # the inputs taken are still submitted
+                    self._start_submitter(tasks)  # more start as inputs are taken
         except Exception as exc:  # noqa: BLE001
             # The journal could not be opened: reported to the consumer, never
             # raised into the client's task group.
@@ -511,71 +475,100 @@ class _Run:
             with anyio.CancelScope(shield=True):
                 await self._close_journal()
 
-    async def _pull(self, submits: _Workers) -> None:
-        book = self._book
-        images = self._images
-        sync_iter = iter(images) if isinstance(images, Iterable) else None
-        async_iter = None if sync_iter is not None else aiter(images)  # type: ignore[arg-type]
+    def _start_submitter(self, tasks: anyio.abc.TaskGroup) -> None:
+        self._submitters += 1
+        tasks.start_soon(self._submitter, tasks)
+
+    async def _submitter(self, tasks: anyio.abc.TaskGroup) -> None:
+        """Pull an input and submit it, again, until no input is left to pull.
+
+        The submitters pull in turn, one at a time, so that inputs are pulled,
+        checked and planned in order, as by a single feeder (an input that
+        contradicts the journal stops the run before any later one is
+        submitted); each then submits what it took, while the next one pulls.
+        A submitter that takes an input starts another if none is left waiting
+        to pull, up to `max_connections`: a run of one input starts one task.
+        """
         while True:
-            if not book.may_pull():
-                if not book.blocked_by_slots():
-                    return  # stopped, ended by an error, or the wallet is empty
-                await self._slot_free.wait()
-                continue
-            # A submit permit too, before pulling: at most `max_connections` inputs wait
-            # for or are in a submit at once, not one per slot.
-            await self._submit_permits.acquire()
-            if not book.may_pull():
-                self._submit_permits.release()
-                continue
+            self._waiting_to_pull += 1
             try:
-                if sync_iter is not None:
-                    item = next(sync_iter)
-                else:
-                    assert async_iter is not None
-                    item = await anext(async_iter)
-            except (StopIteration, StopAsyncIteration):
-                self._submit_permits.release()
+                async with self._pull_turn:
+                    taken = await self._pull_next()
+            except Exception as exc:  # noqa: BLE001 - the journal failed: reported, not raised
+                self._pulled_all = True
+                self._fail(Ending.FATAL, exc)
                 return
-            except Exception as exc:  # noqa: BLE001 - raised once the paid jobs are yielded
-                self._submit_permits.release()
-                self._fail(Ending.INPUT_FAILED, exc)
+            finally:
+                self._waiting_to_pull -= 1
+            if taken is None:
                 return
-            if book.phase is Phase.STOPPED:  # the consumer left while the input was pulled
-                self._submit_permits.release()
-                return
-            index = book.take()
-            if not await self._take(submits, index, item):
-                self._submit_permits.release()
-            if self.journal is not None and book.taken % _SYNC_EVERY == 0:
-                await self.journal.sync()
+            if not taken:
+                continue  # replayed, invalid, or shared: no submit
+            if self._waiting_to_pull == 0 and self._submitters < self._max_connections:
+                self._start_submitter(tasks)
+            await self._submit(*taken)
 
-    async def _take(self, submits: _Workers, index: int, item: ImageInput) -> bool:
-        """Validate one input; with a journal, submit, watch or replay it as `plan` says.
-
-        In the feeder: an input that contradicts the journal ends the run
-        before it, or any later input, is submitted. A local input is checked
-        and hashed here (in a worker thread), so that the journal knows it by
-        its content.
+    async def _pull_next(self) -> tuple[Any, ...] | None:
+        """Pull and check the next input, once the book says a slot is free.
 
         Returns:
-            Whether the input was queued for a submit worker (which then owns its
-            submit permit).
+            What to submit, as `_submit`'s arguments; ``()`` for an input that
+            needs no submit; None once nothing more is pulled (the input ran out,
+            failed, or the run stopped or ended).
+        """
+        book = self._book
+        while not self._pulled_all:
+            if not book.may_pull():
+                if not book.blocked_by_slots():
+                    break  # stopped, ended by an error, or the wallet is empty
+                await self._slot_free.wait()
+                continue
+            try:
+                if self._sync_iter is not None:
+                    item = next(self._sync_iter)
+                else:
+                    assert self._async_iter is not None
+                    item = await anext(self._async_iter)
+            except (StopIteration, StopAsyncIteration):
+                break
+            except Exception as exc:  # noqa: BLE001 - raised once the paid jobs are yielded
+                self._fail(Ending.INPUT_FAILED, exc)
+                break
+            if book.phase is Phase.STOPPED:  # the consumer left while the input was pulled
+                break
+            index = book.take()
+            taken = await self._take(index, item)
+            if self.journal is not None and book.taken % _SYNC_EVERY == 0:
+                await self.journal.sync()
+            return taken
+        self._pulled_all = True
+        return None
+
+    async def _take(self, index: int, item: ImageInput) -> tuple[Any, ...]:
+        """Validate one input; with a journal, submit, watch or replay it as `plan` says.
+
+        In turn (`_pull_next`): an input that contradicts the journal ends the
+        run before it, or any later input, is submitted. A local input is
+        checked and hashed here (in a worker thread), so that the journal knows
+        it by its content.
+
+        Returns:
+            `_submit`'s arguments when the input is to be submitted, else ``()``.
         """
         try:
             request, local = await self._request_for(item)
         except InvalidRequestError as exc:
             self._emit(Outcome(index, None, error=exc))
-            return False
+            return ()
         try:
             key = self._key(index, item)
         except InvalidRequestError as exc:
             self._emit(Outcome(index, request, error=exc))
-            return False
+            return ()
         except Exception as exc:  # noqa: BLE001 - the caller's code: raised like its iterator's
             self._fail(Ending.INPUT_FAILED, exc)
             self._emit(Outcome(index, request, error=exc))
-            return False
+            return ()
         if self.journal is not None:
             try:
                 entry = self.journal.get(index)
@@ -588,10 +581,10 @@ class _Run:
                 )
             except JournalError as exc:
                 self._fail(Ending.FATAL, exc)
-                return False
+                return ()
             if entry is not None and action is Resume.REPLAY:
                 self._emit(replay(entry))
-                return False
+                return ()
             if entry is not None and entry.request_id is not None and action is Resume.WATCH:
                 # Paid for by an earlier run: poll it, never POST it again.
                 self._session.ledger.adopt(entry.request_id)
@@ -599,15 +592,14 @@ class _Run:
                     self._key_of[index] = key  # its end goes to the store too
                 if self._book.submitted(index, entry.request_id):
                     self._watch(index, request, entry.request_id, resumed=True)
-                return False
+                return ()
             if entry is not None and entry.request_id and entry.state is JournalState.ERROR:
                 # An ERROR entry that the policy resubmits: its job is the first attempt.
                 self._earlier[index] = (entry.request_id,)
         if key is not None and not self._book.lead_key(key, index, request):
             self._outcome_ready.notify()  # (a mismatch's outcome may have been emitted)
-            return False  # another input of this run carries the key: its outcome is shared
-        submits.put(index, request, key, local)
-        return True
+            return ()  # another input of this run carries the key: its outcome is shared
+        return (index, request, key, local)
 
     async def _request_for(self, item: ImageInput) -> tuple[UpscaleRequest, LocalImage | None]:
         """The request an input stands for (a local one named by its content), checked.
@@ -639,14 +631,6 @@ class _Run:
         return None if derived is None else check_key(derived)
 
     async def _submit(
-        self, index: int, request: UpscaleRequest, key: str | None, local: LocalImage | None
-    ) -> None:
-        try:
-            await self._submit_once(index, request, key, local)
-        finally:
-            self._submit_permits.release()
-
-    async def _submit_once(
         self, index: int, request: UpscaleRequest, key: str | None, local: LocalImage | None
     ) -> None:
         refusal = self._book.submit_refusal()
