@@ -37,6 +37,12 @@ from ._scheduler import PollPolicy, PollScheduler
 #: a 1 ms one); 5 ms keeps a margin over that and delays no check noticeably.
 MIN_SLEEP = 0.005
 
+#: While checkers run, they hand out what falls due as each of their checks ends,
+#: and the loop only passes this often (seconds): for a check due while every checker
+#: is held up by a slow request, and for timeouts. Waking the loop for each job
+#: instead cost more than a status check's own bookkeeping when jobs end fast.
+BUSY_PASS = 0.05
+
 #: Checker tasks at most (more when the client has more connections): due checks wait
 #: in a queue for one, instead of a task each (a task costs more than the check's own
 #: bookkeeping, and memory per job when thousands fall due at once).
@@ -85,6 +91,8 @@ class Poller:
         self._sleeping_until = math.inf
         self._due: deque[str] = deque()  # handed out by the scheduler, not yet on the wire
         self._checkers = 0
+        self._starting = 0  # checkers started that have not taken a check yet
+        self._tasks: anyio.abc.TaskGroup | None = None  # where checkers start (`run`'s)
         self._max_checkers = max(MIN_CHECKERS, int(gateway.limiter.total_tokens))
         self._coalescer: StatusCoalescer | None = None
         self._fresh_for = policy.min_interval  # a shared answer younger than this will do
@@ -181,17 +189,15 @@ class Poller:
 
     async def run(self, task_group: anyio.abc.TaskGroup) -> None:
         """The loop; runs until cancelled (when the client closes)."""
+        self._tasks = task_group
         scheduler = self.scheduler
         while True:
             now = anyio.current_time()
-            for token, request_id in scheduler.expired(now):
-                timeout = self._timeouts[token]
-                self._resolve(token, request_id, JobTimeoutError(request_id, timeout))
-            self._due.extend(scheduler.due(now))
-            while self._checkers < min(len(self._due), self._max_checkers):
-                self._checkers += 1
-                task_group.start_soon(self._checker)
+            self._dispatch(now)
             wake_at = scheduler.next_wakeup(now)
+            if self._checkers:
+                busy = now + BUSY_PASS
+                wake_at = busy if wake_at is None else min(wake_at, busy)
             self._sleeping_until = math.inf if wake_at is None else max(wake_at, now + MIN_SLEEP)
             self._wakeup = anyio.Event()
             with anyio.move_on_after(self._sleeping_until - now):
@@ -202,13 +208,45 @@ class Poller:
             if floor > 0:
                 await anyio.sleep(floor)
 
+    def _dispatch(self, now: float, *, taking: int = 0) -> None:
+        """End the waits past their deadline; queue the checks due, with checkers for them.
+
+        A check queued gets a checker of its own (up to the most allowed) unless one
+        started, or the `taking` caller, is about to take it: checks do not wait
+        behind a check held up by a slow request.
+        """
+        scheduler = self.scheduler
+        for token, request_id in scheduler.expired(now):
+            timeout = self._timeouts[token]
+            self._resolve(token, request_id, JobTimeoutError(request_id, timeout))
+        due = self._due
+        due.extend(scheduler.due(now))
+        tasks = self._tasks
+        while (
+            tasks is not None
+            and len(due) > self._starting + taking
+            and self._checkers < self._max_checkers
+        ):
+            self._checkers += 1
+            self._starting += 1
+            tasks.start_soon(self._checker)
+
     async def _checker(self) -> None:
-        """Make the queued checks, one after another, until none is left."""
+        """Make the queued checks, one after another, then what fell due meanwhile, until
+        nothing is due: under load, checks go out without a trip through the loop."""
+        self._starting -= 1
+        due = self._due
         try:
-            while self._due:
-                await self._check(self._due.popleft())
+            while True:
+                if not due:
+                    self._dispatch(anyio.current_time(), taking=1)
+                    if not due:
+                        return
+                await self._check(due.popleft())
         finally:
             self._checkers -= 1
+            if not self._checkers:  # the loop plans the next check again
+                self._wake_if_sooner(anyio.current_time())
 
     async def _check(self, request_id: str) -> None:
         scheduler = self.scheduler
@@ -231,9 +269,7 @@ class Poller:
             for token in scheduler.forget(request_id):
                 self._resolve(token, request_id, exc)
         else:
-            now = anyio.current_time()
-            self._feed(state, now)
-        self._wake_if_sooner(now)
+            self._feed(state, anyio.current_time())
 
     async def _status(self, request_id: str) -> JobState:
         if self._coalescer is None:
@@ -267,6 +303,8 @@ class Poller:
             callback(request_id, resolution)
 
     def _wake_if_sooner(self, now: float) -> None:
+        if self._checkers:
+            return  # a checker hands out what falls due when its check ends (`_checker`)
         wake_at = self.scheduler.next_wakeup(now)
         if wake_at is not None and wake_at < self._sleeping_until:
             self._wakeup.set()

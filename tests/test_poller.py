@@ -10,7 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from real_esrgan_async import PollPolicy, RetryPolicy
+from real_esrgan_async import JobTimeoutError, PollPolicy, RetryPolicy
 from real_esrgan_async._gateway import Gateway
 from real_esrgan_async._models import JobState, Status
 from real_esrgan_async._poller import Poller, Resolution, _queue_wait, _queued
@@ -235,3 +235,92 @@ async def test_unwatch_callback_forgets_only_the_waits_made_with_that_callback(
         tasks.cancel_scope.cancel()
     assert [] == shared
     assert ["r1"] == other
+
+
+# -- checkers under load: checks and timeouts never wait behind a slow check ------------------
+
+
+def held_gateway(
+    held: str, release: anyio.Event, calls: list[str], arrived: anyio.Event | None = None
+) -> Poller:
+    """A poller whose status GET for `held` sets `arrived`, then waits for `release`;
+    every job is COMPLETED."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        request_id = request.url.path.rsplit("/", 1)[-1]
+        calls.append(request_id)
+        if request_id == held:
+            if arrived is not None:
+                arrived.set()
+            await release.wait()
+        answer = {**body("COMPLETED"), "request_id": request_id}
+        return httpx.Response(200, json=answer)
+
+    gateway = Gateway(
+        httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        base_url=httpx.URL("https://gateway.test"),
+        api_key="test-key",
+        limiter=anyio.CapacityLimiter(4),
+        retry=RetryPolicy(base_delay=0.001, max_delay=0.002, default_cooldown=0.001),
+        counters=Counters(),
+    )
+    policy = PollPolicy(
+        initial_delay=0.001, min_interval=0.0, max_checks_per_second=None, target_delay=None
+    )
+    return Poller(gateway, policy, on_terminal=lambda _: None)
+
+
+@pytest.mark.anyio
+async def test_a_check_due_while_another_is_held_up_goes_out_on_its_own_checker() -> None:
+    """The loop is not woken for each new job while a checker runs (the checker hands out
+    what falls due as its check ends); a check due while that check hangs still goes out
+    at the loop's next pass, on a checker of its own."""
+    calls: list[str] = []
+    release = anyio.Event()
+    arrived = anyio.Event()
+    poller = held_gateway("slow", release, calls, arrived)
+    seen: dict[str, Resolution] = {}
+    done = {"slow": anyio.Event(), "fast": anyio.Event()}
+
+    def callback(about: str, resolution: Resolution) -> None:
+        seen[about] = resolution
+        done[about].set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(poller.run, tasks)
+        poller.watch("slow", callback)
+        with anyio.fail_after(10):
+            await arrived.wait()
+            poller.watch("fast", callback)  # a checker is out: the loop is not woken now
+            await done["fast"].wait()  # ... yet the check goes out while "slow" still hangs
+        assert "slow" not in seen
+        release.set()
+        with anyio.fail_after(10):
+            await done["slow"].wait()
+        tasks.cancel_scope.cancel()
+    assert ["slow", "fast"] == calls
+    assert all(isinstance(resolution, JobState) for resolution in seen.values())
+
+
+@pytest.mark.anyio
+async def test_a_timeout_ends_its_wait_while_a_check_is_held_up() -> None:
+    calls: list[str] = []
+    release = anyio.Event()
+    poller = held_gateway("slow", release, calls)
+    ended = anyio.Event()
+    resolutions: list[Resolution] = []
+
+    def callback(_: str, resolution: Resolution) -> None:
+        resolutions.append(resolution)
+        ended.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(poller.run, tasks)
+        poller.watch("slow", callback, timeout=0.2)
+        with anyio.fail_after(10):
+            await ended.wait()  # the check is still held: the deadline ended the wait
+        assert not release.is_set()
+        release.set()
+        tasks.cancel_scope.cancel()
+    assert 1 == len(resolutions)
+    assert isinstance(resolutions[0], JobTimeoutError)
